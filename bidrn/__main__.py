@@ -1,0 +1,5 @@
+import sys
+
+from bidrn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Flask page: upload a photo, see the reconstructed mesh (not built yet)."""
