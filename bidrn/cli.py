@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         # Errors meant for people: print the message, not a traceback.
-        print(f"bidrn {args.command}: error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
+        print(f"bidrn {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

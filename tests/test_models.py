@@ -99,3 +99,18 @@ def test_bidrn_keeps_block_residual_convs_full_precision():
                 if isinstance(m, torch.nn.Conv2d) and not isinstance(m, BinaryLayer)]
     # the stem and one BR 1x1 conv per stage (the 4 shape-changing blocks)
     assert fp_convs == ["stem.0"] + [f"stages.{i}.0.block_residual.0" for i in range(4)]
+
+
+def test_full_bidrn_produces_a_mesh_end_to_end_with_the_embedded_body_model():
+    from bidrn.body import load_body_model
+
+    body = load_body_model()
+    torch.manual_seed(0)
+    model = create_model("bidrn", body_model=body).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 512, 384))
+    assert out["vertices"].shape == (1, body.num_vertices, 3)
+    assert out["joints"].shape[:2] == (1, 144) and out["joint_proj"].shape == (1, 144, 2)
+    # Root-relative: the pelvis (joint 0) sits at the origin.
+    assert torch.allclose(out["joints"][0, 0], torch.zeros(3), atol=1e-6)
+    assert torch.isfinite(out["vertices"]).all()
