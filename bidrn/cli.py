@@ -9,10 +9,15 @@ import argparse
 import importlib
 import sys
 
-# (module, description) pairs; each module defines ``add_parser(subparsers)`` which sets ``func``.
+# Each module defines ``add_parser(subparsers)`` which sets ``func``.
 COMMAND_MODULES = [
     "bidrn.models.stats_cli",
     "bidrn.body.cli",
+    "bidrn.train.cli",
+    "bidrn.train.bench_methods",
+    "bidrn.data.cli",
+    "bidrn.render.cli",
+    "mobile_export.cli",
 ]
 
 

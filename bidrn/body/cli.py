@@ -1,7 +1,6 @@
 """`bidrn body info | verify | render`: look at the body model the project loads."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def expressive_pose(layer) -> dict[str, torch.Tensor]:
     set_("spine2", (0.0, 0.2, 0.0))
     set_("neck", (0.1, -0.3, 0.0))
     curl = torch.zeros(15, 3)
-    curl[:, 2] = 0.8  # fingers bend about the hand's forward axis
+    curl[:, 2] = -0.8  # the left fingers curl towards the palm about -z (the mirrored right hand about +z)
     curl[12:, :] = torch.tensor([0.3, 0.3, 0.0])  # thumb
     expression = torch.zeros(1, layer.num_expression)
     expression[0, :3] = torch.tensor([2.0, -1.5, 1.0])

@@ -52,6 +52,18 @@ class WholeBodyNet(nn.Module):
         self.body_model = body_model
         return self
 
+    def network_state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's own weights and BN statistics, without an attached body model's (large) buffers."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("body_model.")}
+
+    def load_network_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights saved by :meth:`network_state_dict`; any missing or unexpected key is an error."""
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("body_model.")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"weights do not fit {self.cfg.name!r}: missing {missing[:5]}"
+                             f"{'...' if len(missing) > 5 else ''}, unexpected {result.unexpected_keys[:5]}")
+
     def check_input(self, img: torch.Tensor) -> None:
         h, w = self.cfg.input_size
         if not isinstance(img, torch.Tensor):

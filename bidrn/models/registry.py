@@ -6,6 +6,7 @@ paper row by itself; the paper's Params/OPs are attached so `bidrn stats` can pr
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from bidrn.models.config import LCR_MODULES, EncoderConfig, ModelConfig, PaperRow
 
@@ -107,16 +108,35 @@ def get_config(name: str) -> ModelConfig:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}") from None
 
 
+# Weights shipped inside the package (safetensors + a model card beside them): no network access needed.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+PRETRAINED = {"bidrn-tiny": "bidrn-tiny-synthetic.safetensors"}
+
+
+def pretrained_path(name: str) -> Path:
+    if name not in PRETRAINED:
+        raise ValueError(f"no pretrained weights are shipped for {name!r}; available: {sorted(PRETRAINED)} "
+                         "(train your own with `bidrn train`, see configs/)")
+    path = WEIGHTS_DIR / PRETRAINED[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped weights {path} are missing from this installation; reinstall "
+                                "bidrn-mobile or train them with `bidrn train configs/bidrn-tiny-synthetic.yaml`")
+    return path
+
+
 def create_model(name: str | ModelConfig, pretrained: bool = False, body_model=None):
-    """Build a registered network (or one from a ModelConfig). ``pretrained`` weights arrive with training."""
+    """Build a registered network (or one from a ModelConfig); ``pretrained`` loads the shipped weights."""
     from bidrn.models.hand4whole import WholeBodyNet
 
     cfg = name if isinstance(name, ModelConfig) else get_config(name)
-    if pretrained:
-        raise ValueError(f"no pretrained weights are shipped for {cfg.name!r} yet")
     model = WholeBodyNet(cfg, body_model=body_model)
     if any(e.prune for e in (cfg.body, cfg.hand, cfg.face)):
         from bidrn.models.prune import prune_encoders
 
         prune_encoders(model)
+    if pretrained:
+        from bidrn.train.checkpoint import load_weights
+
+        load_weights(model, pretrained_path(cfg.name))
+        model.eval()
     return model

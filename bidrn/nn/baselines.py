@@ -26,15 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from bidrn.nn.layers import BinaryConv2d, BinaryLayer
-from bidrn.nn.quantizers import PiecewiseQuadraticSign, Quantizer, SteSign, per_channel_mean_abs, sign
-
-
-def straight_through(value: torch.Tensor, x: torch.Tensor, slope) -> torch.Tensor:
-    """``value`` in the forward pass; in the backward pass d value / d x := ``slope`` element-wise.
-
-    value, x: same shape; slope: a number or a tensor broadcastable to x that carries no gradient.
-    """
-    return value.detach() + (x - x.detach()) * slope
+from bidrn.nn.quantizers import (PiecewiseQuadraticSign, Quantizer, SteSign, clipped_ste_slope, per_channel_mean_abs,
+                                  sign, straight_through)
 
 
 def _view_channels(p: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
@@ -147,7 +140,7 @@ class SteSignWeight(Quantizer):
     name = "ste_sign_w"
 
     def forward(self, w, out_dim: int = 0):
-        return straight_through(sign(w), w, (w.abs() <= 1).to(w.dtype))
+        return straight_through(sign(w), w, clipped_ste_slope(w))
 
 
 class XnorWeight(Quantizer):
@@ -161,7 +154,7 @@ class XnorWeight(Quantizer):
     def forward(self, w, out_dim: int = 0):
         alpha = per_channel_mean_abs(w, out_dim).detach()
         n = w.numel() // w.shape[out_dim]
-        slope = 1.0 / n + alpha * (w.abs() <= 1).to(w.dtype)
+        slope = 1.0 / n + alpha * clipped_ste_slope(w)
         return straight_through(alpha * sign(w), w, slope.detach())
 
 
@@ -194,7 +187,7 @@ class ClippedScaledSignWeight(Quantizer):
 
     def forward(self, w, out_dim: int = 0):
         alpha = per_channel_mean_abs(w, out_dim).detach()
-        return straight_through(alpha * sign(w), w, (w.abs() <= 1).to(w.dtype))
+        return straight_through(alpha * sign(w), w, clipped_ste_slope(w))
 
 
 def recu_tau(epoch: int, total_epochs: int, tau_min: float = 0.85, tau_max: float = 0.99) -> float:

@@ -28,32 +28,24 @@ def per_channel_mean_abs(w: torch.Tensor, out_dim: int) -> torch.Tensor:
     return w.abs().mean(dim=dims, keepdim=True)
 
 
-class _SignPiecewiseQuadratic(torch.autograd.Function):
-    """sign forward; backward = dF/dx of eq. 2: 2 - 2|x| on |x| < 1, else 0 (Bi-Real's ApproxSign)."""
+def straight_through(value: torch.Tensor, x: torch.Tensor, slope) -> torch.Tensor:
+    """``value`` in the forward pass; in the backward pass d value / d x := ``slope`` element-wise.
 
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return sign(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
+    value, x: same shape; slope: a number or a tensor broadcastable to x that carries no gradient. Every
+    method's gradient estimator is this one expression with its own slope (no autograd.Function needed, so
+    the graph also exports).
+    """
+    return value.detach() + (x - x.detach()) * slope
 
 
-class _SignClippedSTE(torch.autograd.Function):
-    """sign forward; backward = 1 on |x| <= 1 (the straight-through estimator of Hubara et al. 2016)."""
+def piecewise_quadratic_slope(x: torch.Tensor) -> torch.Tensor:
+    """dF/dx of eq. 2: 2 - 2|x| on |x| < 1, else 0 (Bi-Real's ApproxSign)."""
+    return torch.clamp(2.0 - 2.0 * x.detach().abs(), min=0.0)
 
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return sign(x)
 
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+def clipped_ste_slope(x: torch.Tensor) -> torch.Tensor:
+    """1 on |x| <= 1, else 0: the straight-through estimator of Hubara et al. 2016."""
+    return (x.detach().abs() <= 1).to(x.dtype)
 
 
 class Quantizer(nn.Module):
@@ -72,7 +64,7 @@ class PiecewiseQuadraticSign(Quantizer):
     name = "pq_sign"
 
     def forward(self, x):
-        return _SignPiecewiseQuadratic.apply(x)
+        return straight_through(sign(x), x, piecewise_quadratic_slope(x))
 
 
 class SteSign(Quantizer):
@@ -81,7 +73,7 @@ class SteSign(Quantizer):
     name = "ste_sign"
 
     def forward(self, x):
-        return _SignClippedSTE.apply(x)
+        return straight_through(sign(x), x, clipped_ste_slope(x))
 
 
 class ScaledSignWeight(Quantizer):

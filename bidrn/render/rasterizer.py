@@ -23,10 +23,14 @@ NEAR = 1e-3  # metres; triangles with a vertex closer than this are dropped rath
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole intrinsics in pixels; height x width is the output image size."""
+    """Pinhole intrinsics in pixels; height x width is the output image size.
 
-    focal: tuple[float, float]
-    principal: tuple[float, float]
+    focal and principal are (x, y) pairs shared by the batch, or B x 2 tensors giving each image its own
+    camera (the synthetic data engine frames every person separately).
+    """
+
+    focal: tuple[float, float] | Tensor
+    principal: tuple[float, float] | Tensor
     height: int
     width: int
 
@@ -51,7 +55,7 @@ def rasterize(screen: Tensor, faces: Tensor, height: int, width: int, cull_backf
 
     screen: B x V x 3 (pixel x, pixel y, depth z > 0), faces: F x 3  ->  B x H x W (long)
     """
-    b, f = screen.shape[0], faces.shape[0]
+    b = screen.shape[0]
     tri = screen[:, faces]  # B x F x 3 x 3
     x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]
     area = _edge(x[..., 0], y[..., 0], x[..., 1], y[..., 1], x[..., 2], y[..., 2])
@@ -64,7 +68,8 @@ def rasterize(screen: Tensor, faces: Tensor, height: int, width: int, cull_backf
     keep &= (x1 >= x0) & (y1 >= y0)
     bi, fi = keep.nonzero(as_tuple=True)
     span = torch.maximum(x1 - x0, y1 - y0)[bi, fi] + 1
-    zbuf = torch.full((b * height * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=screen.device)
+    # One spare slot at the end: the target of pixels a triangle's box holds but the triangle does not cover.
+    zbuf = torch.full((b * height * width + 1,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=screen.device)
     max_span = int(span.max()) if len(span) else 0
     size = 1
     while size // 2 < max_span:  # boxes of (size/2, size] pixels tested as dense size x size blocks
@@ -72,6 +77,7 @@ def rasterize(screen: Tensor, faces: Tensor, height: int, width: int, cull_backf
         if group.any():
             _splat(zbuf, tri, x0, y0, x1, y1, bi[group], fi[group], size, height, width)
         size *= 2
+    zbuf = zbuf[:-1]
     ids = torch.where(zbuf == torch.iinfo(torch.int64).max, -1, zbuf & 0xFFFFFFFF)
     return ids.view(b, height, width)
 
@@ -101,12 +107,14 @@ def _splat(zbuf, tri, x0, y0, x1, y1, bi, fi, size, height, width) -> None:
     # Perspective-correct depth: 1/z is affine in screen space.
     za, zb, zc = (a_ * inv_z).sum(-1, keepdim=True), (b_ * inv_z).sum(-1, keepdim=True), (c_ * inv_z).sum(-1, keepdim=True)
     rz = (za * cx).unsqueeze(-1) + (zb * cy + zc).unsqueeze(-2)
-    depth = (1.0 / rz[inside]).float()
+    depth = (1.0 / rz).float()
     base = (bi * height * width).unsqueeze(-1)
-    pixel = ((cx.long() + base).unsqueeze(-1) + (cy.long() * width).unsqueeze(-2))[inside]
+    # Scatter the whole block (masking the large candidate tensors costs more than the scatter): pixels
+    # outside the triangle carry the empty key and go to the spare last slot of the z-buffer.
+    pixel = torch.where(inside, (cx.long() + base).unsqueeze(-1) + (cy.long() * width).unsqueeze(-2), zbuf.numel() - 1)
     # Positive float32 bit patterns sort like the numbers: depth in the high word, triangle id in the low.
-    key = (depth.view(torch.int32).long() << 32) | fi.view(-1, 1, 1).expand_as(inside)[inside]
-    zbuf.scatter_reduce_(0, pixel, key, reduce="amin")
+    key = torch.where(inside, (depth.view(torch.int32).long() << 32) | fi.view(-1, 1, 1), torch.iinfo(torch.int64).max)
+    zbuf.scatter_reduce_(0, pixel.flatten(), key.flatten(), reduce="amin")
 
 
 def render(
@@ -114,8 +122,8 @@ def render(
     faces: Tensor,
     colors: Tensor,
     camera: Camera,
-    light_dir: tuple[float, float, float] = (0.3, -0.4, -1.0),
-    ambient: float = 0.35,
+    light_dir: tuple[float, float, float] | Tensor = (0.3, -0.4, -1.0),
+    ambient: float | Tensor = 0.35,
     supersample: int = 2,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     cull_backfaces: bool = True,
@@ -124,16 +132,18 @@ def render(
 
     vertices: B x V x 3 (metres, OpenCV camera frame), faces: F x 3, colors: (B x) V x 3 in [0, 1]
     -> B x H x W x 4 (RGB over the background, then coverage alpha), float in [0, 1].
-    light_dir points from the light towards the scene, in camera coordinates.
+    light_dir points from the light towards the scene, in camera coordinates: a 3-tuple, or B x 3 for one light
+    per image; ambient likewise a float or a B tensor.
     """
     b = vertices.shape[0]
     s = supersample
     h, w = camera.height * s, camera.width * s
-    fx, fy = camera.focal
-    cx, cy = camera.principal
+    like = dict(dtype=vertices.dtype, device=vertices.device)
+    focal = torch.as_tensor(camera.focal, **like).reshape(-1, 1, 2)  # 1 or B x 1 x 2
+    principal = torch.as_tensor(camera.principal, **like).reshape(-1, 1, 2)
     z = vertices[..., 2]
     # Supersampled pixel coordinates: a pixel centre (u + 0.5) maps to s*(u + 0.5).
-    screen = torch.stack([(fx * vertices[..., 0] / z + cx) * s, (fy * vertices[..., 1] / z + cy) * s, z], -1)
+    screen = torch.cat([(focal * vertices[..., :2] / z.unsqueeze(-1) + principal) * s, z.unsqueeze(-1)], -1)
     face_id = rasterize(screen, faces, h, w, cull_backfaces)  # B x h x w
     hit = face_id >= 0
     bi = torch.arange(b, device=vertices.device).view(b, 1, 1).expand_as(face_id)[hit]
@@ -150,9 +160,10 @@ def render(
     bary = bary / bary.sum(-1, keepdim=True)
     normals = vertex_normals(vertices, faces)[bi.unsqueeze(-1), corners]  # N x 3 x 3
     n = F.normalize((bary.unsqueeze(-1) * normals).sum(1), dim=-1)
-    light = F.normalize(torch.tensor(light_dir, dtype=vertices.dtype, device=vertices.device), dim=0)
+    light = F.normalize(torch.as_tensor(light_dir, **like).reshape(-1, 3), dim=-1).expand(b, 3)[bi]  # N x 3
+    amb = torch.as_tensor(ambient, **like).reshape(-1).expand(b)[bi]  # N
     # Two-sided Lambert, so open meshes and back faces (when not culled) are not black.
-    shade = ambient + (1.0 - ambient) * (n @ -light).abs()
+    shade = amb + (1.0 - amb) * (n * light).sum(-1).abs()
     col = colors.expand(b, -1, -1)[bi.unsqueeze(-1), corners]
     rgb = (bary.unsqueeze(-1) * col).sum(1) * shade.unsqueeze(-1)
     image = torch.zeros(b, h, w, 4, dtype=vertices.dtype, device=vertices.device)
@@ -163,12 +174,19 @@ def render(
     return torch.cat([image[..., :3] + (1 - alpha) * bg, alpha], -1)
 
 
-def benchmark(vertices: Tensor, faces: Tensor, camera: Camera, batch: int = 16, repeats: int = 3) -> float:
+def benchmark(vertices: Tensor, faces: Tensor, camera: Camera, batch: int = 16, repeats: int = 3,
+              supersample: int = 2) -> float:
     """Images per second for `batch` copies of one mesh (V x 3, camera frame) at the camera's size."""
     verts = vertices.expand(batch, -1, -1).contiguous()
     colors = torch.full_like(verts[:1], 0.7)
-    render(verts, faces, colors, camera)  # warm-up
+
+    def run():
+        render(verts, faces, colors, camera, supersample=supersample)
+        if verts.is_cuda:
+            torch.cuda.synchronize()
+
+    run()  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
-        render(verts, faces, colors, camera)
+        run()
     return batch * repeats / (time.perf_counter() - start)

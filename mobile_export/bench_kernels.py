@@ -1,0 +1,208 @@
+"""`bidrn bench kernels`: each binary layer (ExecuTorch .pte with the bidrn:: op) against XNNPACK fp32 and
+XNNPACK int8 (PT2E static, per-channel, fp32 in/out) .pte files of the same shape, timed in the same run.
+
+ExecuTorch's threadpool size can only be set before a program is loaded, so the programs are exported once
+into a temporary folder and each thread count is timed in its own child process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobile_export.layer_shapes import LayerShape, benchmark_layers
+
+
+def _example_input(layer: LayerShape) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    if layer.kind == "linear":
+        return torch.randn(layer.batch, layer.in_channels, generator=g)
+    return torch.randn(layer.batch, layer.in_channels, layer.height, layer.width, generator=g)
+
+
+def float_module(layer: LayerShape) -> nn.Module:
+    if layer.kind == "linear":
+        return nn.Linear(layer.in_channels, layer.out_channels)
+    cls = nn.ConvTranspose2d if layer.kind == "conv_transpose" else nn.Conv2d
+    return cls(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding)
+
+
+class BinaryLayerModule(nn.Module):
+    """The layer as the exported model will run it: float in, packed sign weights, float out with the
+    per-channel scale / bias epilogue fused."""
+
+    def __init__(self, layer: LayerShape):
+        super().__init__()
+        from mobile_export import ops
+
+        self.layer = layer
+        w = float_module(layer).weight.detach()
+        if layer.kind == "linear":
+            packed = ops.pack_linear_weight(w)
+        elif layer.kind == "conv_transpose":
+            packed = ops.pack_conv_transpose_weight(w, (layer.stride,) * 2, (layer.padding,) * 2)
+        else:
+            packed = ops.pack_conv_weight(w)
+        self.register_buffer("weight", packed)
+        self.register_buffer("scale", torch.rand(layer.out_channels) * 0.01)
+        self.register_buffer("bias", torch.randn(layer.out_channels))
+
+    def forward(self, x):
+        l, k, s, p = self.layer, [self.layer.kernel] * 2, [self.layer.stride] * 2, [self.layer.padding] * 2
+        if l.kind == "linear":
+            return torch.ops.bidrn.binary_linear(x, self.weight, self.scale, self.bias, None, l.in_channels)
+        if l.kind == "conv_transpose":
+            return torch.ops.bidrn.binary_conv_transpose2d(x, self.weight, self.scale, self.bias, None,
+                                                           l.in_channels, k, s, p, [0, 0])
+        return torch.ops.bidrn.binary_conv2d(x, self.weight, self.scale, self.bias, None, l.in_channels, k, s, p)
+
+
+def _lower(module: nn.Module, x: torch.Tensor, xnnpack: bool) -> bytes:
+    from executorch.exir import to_edge_transform_and_lower
+
+    partitioner = []
+    if xnnpack:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioner = [XnnpackPartitioner()]
+    ep = torch.export.export(module, (x,))
+    return to_edge_transform_and_lower(ep, partitioner=partitioner).to_executorch().buffer
+
+
+def _quantized(module: nn.Module, x: torch.Tensor) -> nn.Module:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(module, (x,)).module(), quantizer)
+    prepared(x)  # calibration
+    return convert_pt2e(prepared)
+
+
+def export_programs(layer: LayerShape, folder: Path) -> dict[str, Path]:
+    """Writes <layer>.{binary,fp32,int8}.pte; returns their paths by variant."""
+    from mobile_export import ops  # noqa: F401  (registers the bidrn:: ops for export)
+
+    torch.manual_seed(0)
+    x = _example_input(layer)
+    module = float_module(layer).eval()
+    programs = {
+        "binary": lambda: _lower(BinaryLayerModule(layer).eval(), x, xnnpack=False),
+        "fp32": lambda: _lower(module, x, xnnpack=True),
+        "int8": lambda: _lower(_quantized(module, x), x, xnnpack=True),
+    }
+    paths = {}
+    for variant, build in programs.items():
+        paths[variant] = folder / f"{layer.name}.{variant}.pte"
+        paths[variant].write_bytes(build())
+    return paths
+
+
+def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor, min_seconds: float,
+                  rounds: int = 15) -> dict[str, float]:
+    """Median ms of `forward` for each program, measured in interleaved rounds so that the machine's load
+    swings hit every program alike (the ratios are what matters). programs: name -> (pte, kernel path)."""
+    from executorch.runtime import Runtime
+
+    from mobile_export import kernel_library
+
+    methods = {name: Runtime.get().load_program(str(pte)).load_method("forward") for name, (pte, _) in programs.items()}
+    times: dict[str, list[float]] = {name: [] for name in programs}
+    start = time.perf_counter()
+    first = True
+    while first or min(len(t) for t in times.values()) < rounds or time.perf_counter() - start < min_seconds:
+        for name, method in methods.items():
+            with kernel_library.using_path(programs[name][1] or kernel_library.active_path()):
+                if first:  # warm-up: the first runs are 1.3-3x slower
+                    for _ in range(3):
+                        method.execute([x])
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    method.execute([x])
+                    times[name].append(time.perf_counter() - t0)
+        first = False
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) -> list[dict]:
+    """Times every program in `folder` with `threads` threads (a fresh process: see module docstring)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    from mobile_export import kernel_library
+
+    _unsafe_reset_threadpool(threads)
+    torch.set_num_threads(threads)  # or torch's own threads compete with ExecuTorch's
+    kernel_library.load()
+    best = kernel_library.active_path() if kernel_library.active_path() in paths else paths[0]
+    rows = []
+    for layer in benchmark_layers():
+        if not (folder / f"{layer.name}.binary.pte").exists():
+            continue
+        programs = {"fp32": (folder / f"{layer.name}.fp32.pte", None), "int8": (folder / f"{layer.name}.int8.pte", None)}
+        programs |= {f"binary_{p}": (folder / f"{layer.name}.binary.pte", p) for p in paths}
+        ms = time_programs(programs, _example_input(layer), min_seconds)
+        row = {"layer": layer.name, "threads": threads, "macs": layer.macs, "path": best,
+               "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"]}
+        for path in paths:
+            row[f"binary_ms_{path}"] = ms[f"binary_{path}"]
+            row[f"fp32_over_{path}"] = ms["fp32"] / ms[f"binary_{path}"]
+            row[f"int8_over_{path}"] = ms["int8"] / ms[f"binary_{path}"]
+        row["fp32_ratio"], row["int8_ratio"] = row[f"fp32_over_{best}"], row[f"int8_over_{best}"]
+        rows.append(row)
+    return rows
+
+
+def run(layer_names: list[str] | None, threads: list[int], paths: list[str] | None, min_seconds: float,
+        log=print) -> list[dict]:
+    from mobile_export import kernel_library
+
+    layers = [l for l in benchmark_layers() if not layer_names or l.name in layer_names]
+    unknown = set(layer_names or []) - {l.name for l in layers}
+    if unknown:
+        raise ValueError(f"unknown layer(s) {sorted(unknown)}; known: {[l.name for l in benchmark_layers()]}")
+    supported = kernel_library.supported_paths()
+    paths = paths or [p for p in supported if p != "scalar"] or ["scalar"]
+    missing = [p for p in paths if p not in supported]
+    if missing:
+        raise ValueError(f"kernel path(s) {missing} not available on this CPU; available: {supported}")
+    with tempfile.TemporaryDirectory(prefix="bidrn-bench-") as tmp:
+        for i, layer in enumerate(layers):
+            log(f"exporting {layer.name} ({i + 1}/{len(layers)})")
+            export_programs(layer, Path(tmp))
+        rows = []
+        for n in threads:
+            log(f"timing with {n} thread(s)")
+            cmd = [sys.executable, "-m", "mobile_export.bench_kernels", tmp, str(n), ",".join(paths), str(min_seconds)]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            if done.returncode != 0:
+                raise RuntimeError(f"benchmark worker failed:\n{done.stderr[-4000:]}")
+            rows += json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    paths = sorted({k[len("binary_ms_"):] for r in rows for k in r if k.startswith("binary_ms_")})
+    head = f"{'layer':28s} {'thr':>3s} {'fp32 ms':>8s} {'int8 ms':>8s}" + "".join(
+        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s}" for p in paths)
+    lines = [head]
+    for r in rows:
+        line = f"{r['layer']:28s} {r['threads']:3d} {r['fp32_ms']:8.3f} {r['int8_ms']:8.3f}"
+        for p in paths:
+            line += f" {r[f'binary_ms_{p}']:11.3f} {r[f'fp32_over_{p}']:11.1f}x {r[f'int8_over_{p}']:11.1f}x"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # Worker mode (used by run): folder threads paths min_seconds -> one JSON line on stdout.
+    folder, n, paths, seconds = sys.argv[1:5]
+    print(json.dumps(_worker(Path(folder), int(n), paths.split(","), float(seconds))))

@@ -1,0 +1,112 @@
+"""`bidrn export ...` (a .pte for ExecuTorch) and `bidrn bench ...` (speed of the mobile runtime).
+
+    bidrn export NAME_OR_CHECKPOINT --format pte [--int8] --out model.pte [--reference fp.pte | --no-reference]
+    bidrn bench model --pte A.pte [--vs B.pte] [--threads 1] [--runs 30] [--warmup 3] [--json]
+    bidrn bench kernels [--json] [--layers NAME,...] [--threads 1,2] [--paths avx512,avx2] [--seconds S]
+
+`export` replaces every binary layer by a bidrn:: op with bit-packed weights and lowers the rest to XNNPACK
+(mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
+with the full-precision Hand4Whole .pte of the same architecture (exported to --reference once, then reused).
+`bench model` times whole programs side by side (mobile_export/bench_model.py).
+
+Each binary layer shape of BiDRN (and the reference layer ``ref3x3_256_28``) is exported as a small .pte with
+the bidrn:: op, and as XNNPACK fp32 and int8 .pte files of the same shape; all are timed in the same run,
+one thread unless asked. ``--json`` prints a list of objects with ``layer``, ``threads``, ``binary_ms``
+(the dispatched kernel path), ``fp32_ms``, ``int8_ms``, their ratios, and ``binary_ms_<path>`` per path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
+    return values
+
+
+def _bench_kernels(args) -> int:
+    from mobile_export import bench_kernels
+
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    rows = bench_kernels.run(args.layers.split(",") if args.layers else None, args.threads,
+                             args.paths.split(",") if args.paths else None, args.seconds, log=log)
+    print(json.dumps(rows, indent=1) if args.json else bench_kernels.format_table(rows))
+    return 0
+
+
+def _export(args) -> int:
+    from mobile_export import export
+
+    if args.format != "pte":
+        raise ValueError(f"--format {args.format}: only 'pte' is implemented (Core ML is not yet)")
+    out = Path(args.out)
+    if out.suffix != ".pte":
+        raise ValueError(f"--out {out}: expected a path ending in .pte")
+    model = export.load_model(args.model_or_checkpoint, args.model)
+    reference = None
+    if not args.no_reference:
+        twin = export.full_precision_twin(model.cfg).name + ("-no-body" if args.no_body_model else "")
+        reference = args.reference or Path("out/export") / f"{twin}.pte"
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    report = export.export_pte(model, out, int8=args.int8, body_model=not args.no_body_model, reference=reference,
+                               log=log)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
+    return 0
+
+
+def _bench_model(args) -> int:
+    from mobile_export import bench_model
+
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    rows = bench_model.run([args.pte] + ([args.vs] if args.vs else []), args.threads, args.runs, args.warmup, log=log)
+    print(json.dumps(rows, indent=1) if args.json else bench_model.format_table(rows))
+    return 0
+
+
+def _add_export(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a network to an ExecuTorch .pte (binary ops + XNNPACK)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_or_checkpoint", metavar="NAME_OR_CHECKPOINT",
+                   help="a registered model name (random init, seed 0) or a run folder / model.safetensors / "
+                        "checkpoint.pt")
+    p.add_argument("--format", choices=["pte", "coreml"], default="pte", help="output format (default pte)")
+    p.add_argument("--out", required=True, help="output .pte path (a report lands next to it as OUT.json)")
+    p.add_argument("--int8", action="store_true", help="quantize the full-precision parts to int8 (PT2E, XNNPACK)")
+    p.add_argument("--model", help="model name for a checkpoint that does not record it")
+    p.add_argument("--no-body-model", action="store_true", help="leave the SMPL-X layer (mesh outputs) out")
+    p.add_argument("--reference", help="full-precision .pte to compare bytes with; exported there if missing "
+                                       "(default out/export/<twin>.pte, e.g. hand4whole.pte for bidrn)")
+    p.add_argument("--no-reference", action="store_true", help="skip the size comparison")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_export)
+
+
+def add_parser(subparsers) -> None:
+    _add_export(subparsers)
+    bench = subparsers.add_parser("bench", help="time the mobile runtime (binary kernels vs XNNPACK)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    kernels = bench_sub.add_parser("kernels", help="binary conv kernels vs XNNPACK fp32 / int8, layer by layer",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kernels.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    kernels.add_argument("--layers", help="comma-separated layer names (default: all; ref3x3_256_28 is the reference)")
+    kernels.add_argument("--threads", type=_int_list, default=[1], help="thread counts to time, e.g. 1,2 (default 1)")
+    kernels.add_argument("--paths", help="kernel paths to time, e.g. avx512,avx2 (default: every SIMD path this CPU has)")
+    kernels.add_argument("--seconds", type=float, default=0.3, help="minimum timing per layer and thread count")
+    kernels.set_defaults(func=_bench_kernels)
+    model = bench_sub.add_parser("model", help="whole-model latency (median, p90) and peak memory of .pte files",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model.add_argument("--pte", required=True, help="the program to time (e.g. the BiDRN .pte)")
+    model.add_argument("--vs", help="a second program timed side by side (e.g. the full-precision Hand4Whole .pte)")
+    model.add_argument("--threads", type=int, default=1, help="ExecuTorch threads (default 1)")
+    model.add_argument("--runs", type=int, default=30, help="timed runs per program after warm-up (default 30)")
+    model.add_argument("--warmup", type=int, default=3, help="untimed runs per program first (default 3)")
+    model.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    model.set_defaults(func=_bench_model)

@@ -1,0 +1,144 @@
+"""Builds (when needed) and loads the C++ ExecuTorch kernels of the ``bidrn::`` ops, once per process.
+
+The library is compiled on first use, with the cmake and C++17 compiler found on the machine, into a cache
+folder keyed by a hash of the kernel sources, the compiler and the installed executorch build, so an
+editable install, a wheel install and a fresh CI machine all work with no hand step, and a source edit
+rebuilds. A file lock makes concurrent first uses (pytest-xdist, two shells) build once.
+
+    BIDRN_KERNEL_CACHE   cache folder (default: $XDG_CACHE_HOME/bidrn/kernels or ~/.cache/bidrn/kernels)
+    BIDRN_KERNEL_PATH    force a kernel path: avx512, avx2, neon_dotprod, neon or scalar
+    python -m mobile_export.kernel_library   builds now and prints the library path and kernel paths
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).resolve().parent / "kernels"
+LIBRARY_NAME = "libbidrn_et_kernels.so"
+
+_lock = threading.Lock()
+_handle: ctypes.CDLL | None = None
+
+
+def executorch_root() -> Path:
+    import executorch
+
+    # executorch is a namespace package: no __file__.
+    return Path(list(executorch.__path__)[0])
+
+
+def _tool(name: str, hint: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"building the bidrn kernels needs `{name}` on PATH; {hint}")
+    return found
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX") or _tool("c++", "install a C++17 compiler (Debian: apt-get install g++)")
+
+
+def source_hash() -> str:
+    h = hashlib.sha256()
+    for path in sorted(SOURCE_DIR.iterdir()):
+        if path.suffix in {".cpp", ".h", ".txt"}:
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    root = executorch_root()
+    h.update(str(root).encode())
+    h.update(str((root / "lib" / "libexecutorch.so").stat().st_mtime_ns).encode())
+    h.update(os.path.realpath(_compiler()).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    if os.environ.get("BIDRN_KERNEL_CACHE"):
+        return Path(os.environ["BIDRN_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bidrn" / "kernels"
+
+
+def _cmake_build(build_dir: Path) -> None:
+    cmake = _tool("cmake", "install cmake >= 3.18 (Debian: apt-get install cmake, or pip install cmake)")
+    configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DCMAKE_CXX_COMPILER={_compiler()}", f"-DEXECUTORCH_ROOT={executorch_root()}"]
+    if shutil.which("ninja"):
+        configure += ["-G", "Ninja"]
+    build = [cmake, "--build", str(build_dir), "--target", "bidrn_et_kernels", "--parallel", str(os.cpu_count() or 2)]
+    for cmd in (configure, build):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the bidrn kernels failed ({' '.join(cmd[:2])} ...):\n"
+                               f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+
+
+def library_path() -> Path:
+    """Path of the compiled library, building it first if this source hash has none yet."""
+    target = cache_dir() / source_hash() / LIBRARY_NAME
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here, then finds the library
+        if not target.exists():
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                _cmake_build(Path(tmp))
+                os.replace(Path(tmp) / LIBRARY_NAME, target)  # atomic: never a half-written library
+    return target
+
+
+def load() -> ctypes.CDLL:
+    """Loads the kernel library into this process (registering the ops with ExecuTorch's runtime) once.
+
+    Loading the same registrations twice aborts the process inside ExecuTorch, hence the module-level guard.
+    """
+    global _handle
+    with _lock:
+        if _handle is None:
+            lib = ctypes.CDLL(str(library_path()))
+            lib.bidrn_kernels_active_path.restype = ctypes.c_char_p
+            lib.bidrn_kernels_supported_paths.restype = ctypes.c_char_p
+            lib.bidrn_kernels_set_path.argtypes = [ctypes.c_char_p]
+            lib.bidrn_binary_conv.restype = ctypes.c_char_p
+            _handle = lib
+    return _handle
+
+
+def supported_paths() -> list[str]:
+    """Kernel paths this CPU can run, best first (e.g. ['avx512', 'avx2', 'scalar'])."""
+    return load().bidrn_kernels_supported_paths().decode().split(",")
+
+
+def active_path() -> str:
+    return load().bidrn_kernels_active_path().decode()
+
+
+def set_path(name: str) -> None:
+    if not load().bidrn_kernels_set_path(name.encode()):
+        raise ValueError(f"kernel path {name!r} is not available on this CPU; available: {supported_paths()}")
+
+
+@contextmanager
+def using_path(name: str):
+    """Runs the block with kernel path `name` (process-wide), then restores the previous one."""
+    previous = active_path()
+    set_path(name)
+    try:
+        yield
+    finally:
+        set_path(previous)
+
+
+if __name__ == "__main__":
+    print(library_path())
+    print("kernel paths:", ", ".join(supported_paths()), "| active:", active_path())
+    sys.exit(0)

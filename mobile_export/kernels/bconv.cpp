@@ -1,0 +1,388 @@
+// Driver: sign-packing, im2col with the padding-correction masks, phases of a transposed conv, threading,
+// and the run-time choice of kernel path. The inner loops live in bconv_<isa>.cpp.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bconv_internal.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace bidrn {
+
+// ---------------------------------------------------------------- paths
+
+const char* path_name(Path p) {
+  switch (p) {
+    case Path::kAvx512: return "avx512";
+    case Path::kAvx2: return "avx2";
+    case Path::kNeonDot: return "neon_dotprod";
+    case Path::kNeon: return "neon";
+    case Path::kScalar: return "scalar";
+  }
+  return "unknown";
+}
+
+bool path_supported(Path p) {
+  switch (p) {
+#if defined(__x86_64__)
+    case Path::kAvx512:
+      // VPOPCNTDQ for the popcount, BW for the sign packing, VL for the 256-bit epilogue; DQ because the
+      // unit is compiled with it (every CPU with VPOPCNTDQ has it, but the check costs nothing).
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vpopcntdq");
+    case Path::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
+#if defined(__aarch64__)
+    case Path::kNeon:
+      return true;  // Advanced SIMD is part of the aarch64 base ISA.
+    case Path::kNeonDot:
+#if defined(__linux__)
+      return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+      return false;
+#endif
+#endif
+    case Path::kScalar:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Path best_path() {
+  for (Path p : {Path::kAvx512, Path::kAvx2, Path::kNeonDot, Path::kNeon}) {
+    if (path_supported(p)) return p;
+  }
+  return Path::kScalar;
+}
+
+namespace {
+// -1 = not chosen yet. BIDRN_KERNEL_PATH (a path name) overrides the choice, e.g. to time the AVX2 path
+// on an AVX-512 machine; an unsupported name falls back to the best path.
+std::atomic<int> g_active{-1};
+
+Path initial_path() {
+  if (const char* env = std::getenv("BIDRN_KERNEL_PATH")) {
+    for (Path p : {Path::kAvx512, Path::kAvx2, Path::kNeonDot, Path::kNeon, Path::kScalar}) {
+      if (std::strcmp(env, path_name(p)) == 0 && path_supported(p)) return p;
+    }
+  }
+  return best_path();
+}
+}  // namespace
+
+Path active_path() {
+  int v = g_active.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = static_cast<int>(initial_path());
+    g_active.store(v, std::memory_order_relaxed);
+  }
+  return static_cast<Path>(v);
+}
+
+bool set_active_path(Path p) {
+  if (!path_supported(p)) return false;
+  g_active.store(static_cast<int>(p), std::memory_order_relaxed);
+  return true;
+}
+
+const Kernels& kernels_for(Path p) {
+  switch (p) {
+#if defined(__x86_64__)
+    case Path::kAvx512: return kAvx512Kernels;
+    case Path::kAvx2: return kAvx2Kernels;
+#endif
+#if defined(__aarch64__)
+    case Path::kNeonDot: return kNeonDotKernels;
+    case Path::kNeon: return kNeonKernels;
+#endif
+    default: return kScalarKernels;
+  }
+}
+
+// ---------------------------------------------------------------- shape checks
+
+const char* check_shape(const ConvShape& s) {
+  if (s.batch < 0 || s.in_channels < 1 || s.out_channels < 1 || s.in_h < 1 || s.in_w < 1)
+    return "batch must be >= 0 and channels and input size >= 1";
+  if (s.kernel_h < 1 || s.kernel_w < 1 || s.stride_h < 1 || s.stride_w < 1 || s.pad_h < 0 || s.pad_w < 0)
+    return "kernel and stride must be >= 1 and padding >= 0";
+  if (s.out_h < 1 || s.out_w < 1) return "the output would be empty: check kernel size, stride and padding";
+  // A phase's taps are indexed by the bits of one uint64 mask (padding correction).
+  const int64_t th = s.transposed ? (s.kernel_h + s.stride_h - 1) / s.stride_h : s.kernel_h;
+  const int64_t tw = s.transposed ? (s.kernel_w + s.stride_w - 1) / s.stride_w : s.kernel_w;
+  if (th * tw > 64) return "at most 64 kernel taps per output phase are supported";
+  return nullptr;
+}
+
+namespace {
+
+// One output phase: every output pixel for a conv; pixels with oy % sh == ry, ox % sw == rx for a
+// transposed conv, whose taps are then those with ky = (ry + pad_h) mod sh (mod stride), see docs.
+struct Phase {
+  std::vector<int32_t> ky, kx;  // taps used, row-major
+  int64_t w_offset = 0;         // words into a weight row where these taps start
+  int64_t ry = 0, rx = 0, ny = 0, nx = 0;  // first output row/col and counts (transposed); ny = out_h for conv
+};
+
+std::vector<Phase> phases_of(const ConvShape& s) {
+  std::vector<Phase> phases;
+  const int64_t cw = words_for(s.in_channels);
+  if (!s.transposed) {
+    Phase ph;
+    for (int32_t y = 0; y < s.kernel_h; ++y)
+      for (int32_t x = 0; x < s.kernel_w; ++x) ph.ky.push_back(y), ph.kx.push_back(x);
+    ph.ny = s.out_h, ph.nx = s.out_w;
+    phases.push_back(ph);
+    return phases;
+  }
+  int64_t offset = 0;
+  for (int64_t ry = 0; ry < s.stride_h; ++ry) {
+    for (int64_t rx = 0; rx < s.stride_w; ++rx) {
+      Phase ph;
+      ph.ry = ry, ph.rx = rx;
+      for (int64_t y = (ry + s.pad_h) % s.stride_h; y < s.kernel_h; y += s.stride_h)
+        for (int64_t x = (rx + s.pad_w) % s.stride_w; x < s.kernel_w; x += s.stride_w)
+          ph.ky.push_back(int32_t(y)), ph.kx.push_back(int32_t(x));
+      ph.w_offset = offset;
+      offset += int64_t(ph.ky.size()) * cw;
+      ph.ny = ry < s.out_h ? (s.out_h - ry + s.stride_h - 1) / s.stride_h : 0;
+      ph.nx = rx < s.out_w ? (s.out_w - rx + s.stride_w - 1) / s.stride_w : 0;
+      phases.push_back(ph);
+    }
+  }
+  return phases;
+}
+
+// Input pixel read by phase pixel (j, i) through tap t, or -1 when the tap falls in the zero padding.
+inline int64_t source_pixel(const ConvShape& s, const Phase& ph, int64_t j, int64_t i, size_t t) {
+  int64_t iy, ix;
+  if (!s.transposed) {
+    iy = j * s.stride_h - s.pad_h + ph.ky[t];
+    ix = i * s.stride_w - s.pad_w + ph.kx[t];
+  } else {
+    // out = in * stride - pad + k, so in = (out + pad - k) / stride, exact by the choice of taps.
+    const int64_t ny = ph.ry + j * s.stride_h + s.pad_h - ph.ky[t];
+    const int64_t nx = ph.rx + i * s.stride_w + s.pad_w - ph.kx[t];
+    if (ny < 0 || nx < 0) return -1;
+    iy = ny / s.stride_h, ix = nx / s.stride_w;
+  }
+  if (iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w) return -1;
+  return iy * s.in_w + ix;
+}
+
+template <class F>
+void run_parallel(ParallelFor parallel, int64_t n, F&& f) {
+  if (n <= 0) return;
+  parallel(n, &f, [](void* c, int64_t b, int64_t e) { (*static_cast<F*>(c))(b, e); });
+}
+
+struct PhaseBuffers {
+  std::vector<uint64_t> a;         // im2col
+  std::vector<uint64_t> pix_mask;  // per pixel: bit t set when tap t is padding
+  std::vector<uint16_t> mask_id;
+  std::vector<int32_t> dest;
+  std::vector<int32_t> corr;
+  int64_t corr_stride = 0;
+};
+
+// im2col of one phase into [blocks][k_words][kLanes]; padding taps and lanes past the last pixel are zero.
+void build_rows(const ConvShape& s, const Phase& ph, const uint64_t* xp, ParallelFor parallel, PhaseBuffers& b) {
+  const int64_t cw = words_for(s.in_channels);
+  const int64_t taps = int64_t(ph.ky.size()), k_words = taps * cw;
+  const int64_t pixels = ph.ny * ph.nx, blocks = (pixels + kLanes - 1) / kLanes;
+  b.a.resize(size_t(blocks * k_words * kLanes));
+  b.pix_mask.assign(size_t(pixels), 0);
+  run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      uint64_t* base = b.a.data() + blk * k_words * kLanes;
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const int64_t p = blk * kLanes + l;
+        if (p >= pixels) {
+          for (int64_t k = 0; k < k_words; ++k) base[k * kLanes + l] = 0;
+          continue;
+        }
+        uint64_t mask = 0;
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t src = source_pixel(s, ph, p / ph.nx, p % ph.nx, size_t(t));
+          uint64_t* dst = base + t * cw * kLanes + l;
+          if (src < 0) {
+            mask |= uint64_t(1) << t;
+            for (int64_t w = 0; w < cw; ++w) dst[w * kLanes] = 0;
+          } else {
+            const uint64_t* from = xp + src * cw;
+            for (int64_t w = 0; w < cw; ++w) dst[w * kLanes] = from[w];
+          }
+        }
+        b.pix_mask[size_t(p)] = mask;
+      }
+    }
+  });
+}
+
+// Distinct padding masks -> ids, and corr[o][id] = sum over masked taps of sum_c sign(w[o, c, tap]); rows
+// padded to a multiple of 16 ids so the AVX-512 epilogue can look a row up with one permute.
+void build_correction(const ConvShape& s, const Phase& ph, const uint64_t* weight, int64_t ldw,
+                      const Kernels& kern, PhaseBuffers& b) {
+  const int64_t cw = words_for(s.in_channels), taps = int64_t(ph.ky.size());
+  std::vector<uint64_t> masks{0};
+  uint64_t used = 0;
+  b.mask_id.resize(b.pix_mask.size());
+  for (size_t p = 0; p < b.pix_mask.size(); ++p) {
+    const uint64_t m = b.pix_mask[p];
+    size_t id = std::find(masks.begin(), masks.end(), m) - masks.begin();
+    if (id == masks.size()) masks.push_back(m), used |= m;
+    b.mask_id[p] = uint16_t(id);
+  }
+  const int64_t O = s.out_channels;
+  b.corr_stride = int64_t((masks.size() + 15) / 16 * 16);
+  b.corr.assign(size_t(b.corr_stride * O), 0);
+  if (masks.size() == 1) return;
+  std::vector<int32_t> tap_sum(static_cast<size_t>(taps));
+  for (int64_t o = 0; o < O; ++o) {
+    const uint64_t* row = weight + o * ldw + ph.w_offset;
+    for (int64_t t = 0; t < taps; ++t) {
+      if (used >> t & 1)
+        tap_sum[size_t(t)] = int32_t(s.in_channels - 2 * kern.popcount(row + t * cw, cw));
+    }
+    for (size_t m = 1; m < masks.size(); ++m) {
+      int32_t c = 0;
+      for (int64_t t = 0; t < taps; ++t) c += (masks[m] >> t & 1) ? tap_sum[size_t(t)] : 0;
+      b.corr[size_t(o * b.corr_stride) + m] = c;
+    }
+  }
+}
+
+}  // namespace
+
+void pack_signs(const float* x, int64_t channels, int64_t pixels, uint64_t* out) {
+  kernels_for(active_path()).pack(x, channels, pixels, 0, pixels, out);
+}
+
+void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
+  const Kernels& kern = kernels_for(active_path());
+  const int64_t cw = words_for(s.in_channels), O = s.out_channels;
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t ldw = s.kernel_h * s.kernel_w * cw;
+  const int64_t out_words = words_for(O);
+  const std::vector<Phase> phases = phases_of(s);
+  std::vector<uint64_t> packed;
+  if (args.x_float) packed.resize(size_t(in_plane * cw));
+  PhaseBuffers buf;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    const uint64_t* xp;
+    if (args.x_float) {
+      const float* x = args.x_float + n * s.in_channels * in_plane;
+      run_parallel(parallel, (in_plane + 63) / 64, [&](int64_t c0, int64_t c1) {
+        kern.pack(x, s.in_channels, in_plane, c0 * 64, std::min(c1 * 64, in_plane), packed.data());
+      });
+      xp = packed.data();
+    } else {
+      xp = args.x_packed + n * in_plane * cw;
+    }
+    void* out;
+    switch (args.output) {
+      case Output::kFloat: out = static_cast<float*>(args.out) + n * O * out_plane; break;
+      case Output::kAccumulator: out = static_cast<int32_t*>(args.out) + n * O * out_plane; break;
+      default:
+        out = static_cast<uint64_t*>(args.out) + n * out_plane * out_words;
+        std::memset(out, 0, sizeof(uint64_t) * size_t(out_plane * out_words));
+    }
+    for (const Phase& ph : phases) {
+      const int64_t pixels = ph.ny * ph.nx;
+      if (pixels == 0) continue;
+      build_rows(s, ph, xp, parallel, buf);
+      build_correction(s, ph, args.weight, ldw, kern, buf);
+      buf.dest.clear();
+      if (s.transposed) {
+        buf.dest.resize(size_t(pixels));
+        for (int64_t p = 0; p < pixels; ++p)
+          buf.dest[size_t(p)] = int32_t((ph.ry + (p / ph.nx) * s.stride_h) * s.out_w + ph.rx + (p % ph.nx) * s.stride_w);
+      }
+      TileJob job;
+      job.a = buf.a.data();
+      job.pixels = pixels;
+      job.k_words = int64_t(ph.ky.size()) * cw;
+      job.w = args.weight + ph.w_offset;
+      job.ldw = ldw;
+      job.out_channels = O;
+      job.k_bits = int32_t(int64_t(ph.ky.size()) * s.in_channels);
+      job.corr = buf.corr.data();
+      job.corr_stride = buf.corr_stride;
+      job.mask_id = buf.mask_id.data();
+      job.dest = buf.dest.empty() ? nullptr : buf.dest.data();
+      job.out_plane = out_plane;
+      job.out_words = out_words;
+      job.output = args.output;
+      job.out = out;
+      job.residual = ep.residual ? ep.residual + n * ep.residual_channels * out_plane : nullptr;
+      job.ep = ep;
+      // Work items: 32-pixel tiles x 64-channel chunks (a chunk owns whole words of packed output).
+      const int64_t blocks = (pixels + kLanes - 1) / kLanes;
+      const int64_t tiles = (blocks + kTileBlocks - 1) / kTileBlocks, chunks = (O + 63) / 64;
+      run_parallel(parallel, tiles * chunks, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t t = i / chunks, c = i % chunks;
+          kern.tile(job, t * kTileBlocks, std::min((t + 1) * kTileBlocks, blocks), c * 64, std::min(c * 64 + 64, O));
+        }
+      });
+    }
+  }
+}
+
+}  // namespace bidrn
+
+// ---------------------------------------------------------------- C API
+
+namespace {
+void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
+}  // namespace
+
+extern "C" {
+
+const char* bidrn_kernels_active_path() { return bidrn::path_name(bidrn::active_path()); }
+
+int bidrn_kernels_set_path(const char* name) {
+  for (bidrn::Path p : {bidrn::Path::kAvx512, bidrn::Path::kAvx2, bidrn::Path::kNeonDot, bidrn::Path::kNeon,
+                        bidrn::Path::kScalar}) {
+    if (std::strcmp(name, bidrn::path_name(p)) == 0) return bidrn::set_active_path(p) ? 1 : 0;
+  }
+  return 0;
+}
+
+const char* bidrn_kernels_supported_paths() {
+  static const std::string list = [] {
+    std::string s;
+    for (bidrn::Path p : {bidrn::Path::kAvx512, bidrn::Path::kAvx2, bidrn::Path::kNeonDot, bidrn::Path::kNeon,
+                          bidrn::Path::kScalar}) {
+      if (bidrn::path_supported(p)) s += (s.empty() ? "" : ",") + std::string(bidrn::path_name(p));
+    }
+    return s;
+  }();
+  return list.c_str();
+}
+
+const char* bidrn_binary_conv(const int64_t* v, int transposed, const float* x_float, const uint64_t* x_packed,
+                              const uint64_t* weight, const float* scale, const float* bias, const float* rprelu,
+                              int output, void* out) {
+  bidrn::ConvShape s;
+  s.batch = v[0], s.in_channels = v[1], s.in_h = v[2], s.in_w = v[3];
+  s.out_channels = v[4], s.out_h = v[5], s.out_w = v[6];
+  s.kernel_h = v[7], s.kernel_w = v[8], s.stride_h = v[9], s.stride_w = v[10], s.pad_h = v[11], s.pad_w = v[12];
+  s.transposed = transposed != 0;
+  if (const char* err = bidrn::check_shape(s)) return err;
+  bidrn::Epilogue ep{scale, bias, rprelu};
+  bidrn::ConvArgs args{x_float, x_packed, weight, out, static_cast<bidrn::Output>(output)};
+  bidrn::binary_conv(s, ep, args, serial_for);
+  return nullptr;
+}
+}

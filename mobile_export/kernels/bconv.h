@@ -1,0 +1,90 @@
+// Binary (1-bit weights, 1-bit activations) convolution engine, free of any ExecuTorch dependency so the
+// same sources build into the ExecuTorch kernel library and into the stand-alone self-test run under qemu.
+// Bit layout, padding correction and tiling are explained in docs/kernels.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace bidrn {
+
+// What the conv writes: float NCHW (the model's normal case), the raw int32 accumulator NCHW (bit-exact
+// tests), or the signs of the float result packed for the next binary layer (NHWC words).
+enum class Output : int { kFloat = 0, kAccumulator = 1, kPackedSigns = 2 };
+
+// Geometry of one binary layer. A Linear is a 1x1 conv on a 1x1 image; a transposed conv is run as
+// stride_h * stride_w ordinary convs, one per output phase (see docs/kernels.md).
+struct ConvShape {
+  int64_t batch = 1, in_channels = 0, in_h = 1, in_w = 1;
+  int64_t out_channels = 0, out_h = 1, out_w = 1;
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  bool transposed = false;
+};
+
+// Per output channel: y = scale * acc + bias, then optionally RPReLU (eq. 6) with rprelu = [beta; gamma; zeta],
+// then optionally y = y + residual, then optionally y = y * post_scale + post_bias: an LCR module's
+// BN(RPReLU(bconv(a_f)) + a_f) in one pass, each step one rounding as PyTorch does it.
+struct Epilogue {
+  const float* scale = nullptr;
+  const float* bias = nullptr;
+  const float* rprelu = nullptr;    // 3 x out_channels, or null
+  const float* residual = nullptr;  // N x residual_channels x out_h x out_w float32 (NCHW), or null
+  int64_t residual_channels = 0;    // output channel o adds residual channel o % residual_channels
+  const float* post = nullptr;      // 2 x out_channels: [post_scale; post_bias], or null
+};
+
+// Exactly one of x_float (NCHW float32) and x_packed (NHWC, words_for(in_channels) uint64 per pixel) is set.
+struct ConvArgs {
+  const float* x_float = nullptr;
+  const uint64_t* x_packed = nullptr;
+  const uint64_t* weight = nullptr;  // packed by mobile_export.ops (layout in docs/kernels.md)
+  void* out = nullptr;
+  Output output = Output::kFloat;
+};
+
+// Runs body(context, begin, end) over [0, n), possibly on several threads; the ExecuTorch adapter passes
+// ExecuTorch's threadpool, the self-test a plain loop.
+using ParallelFor = void (*)(int64_t n, void* context, void (*body)(void*, int64_t, int64_t));
+
+constexpr int64_t kLanes = 8;  // pixels interleaved per block of the im2col buffer (one zmm of 64-bit words)
+
+inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
+
+// Validates the shape; returns null when usable, else a sentence saying what is wrong.
+const char* check_shape(const ConvShape& s);
+
+// Words of the packed weight: out_channels x kernel_h*kernel_w x words_for(in_channels).
+inline int64_t weight_words(const ConvShape& s) {
+  return s.out_channels * s.kernel_h * s.kernel_w * words_for(s.in_channels);
+}
+
+// Packs sign bits (bit = 1 where NOT x >= 0, i.e. sign -1, NaN included) of a C x HW float plane into
+// HW x words_for(C) words; padding bits of the last word are 0.
+void pack_signs(const float* x, int64_t channels, int64_t pixels, uint64_t* out);
+
+void binary_conv(const ConvShape& shape, const Epilogue& epilogue, const ConvArgs& args, ParallelFor parallel);
+
+// Kernel paths, best first. select_path() takes the best the CPU supports unless overridden.
+enum class Path : int { kAvx512 = 0, kAvx2 = 1, kNeonDot = 2, kNeon = 3, kScalar = 4 };
+const char* path_name(Path p);
+bool path_supported(Path p);  // compiled in and supported by this CPU
+Path best_path();
+Path active_path();
+bool set_active_path(Path p);  // false (and no change) when unsupported
+
+}  // namespace bidrn
+
+// C entry points for tests and benchmarks (ctypes); names are stable. The library is built with hidden
+// visibility, so these and the ExecuTorch registrations are all it exports.
+#define BIDRN_API __attribute__((visibility("default")))
+extern "C" {
+BIDRN_API const char* bidrn_kernels_active_path();
+BIDRN_API int bidrn_kernels_set_path(const char* name);  // 1 on success
+BIDRN_API const char* bidrn_kernels_supported_paths();   // comma-separated, best first
+// Same semantics as the ops, one thread; returns null on success or an error sentence. rprelu may be null.
+// shape13 = batch, in_channels, in_h, in_w, out_channels, out_h, out_w, kernel_h, kernel_w, stride_h,
+// stride_w, pad_h, pad_w.
+BIDRN_API const char* bidrn_binary_conv(const int64_t* shape13, int transposed, const float* x_float,
+                              const uint64_t* x_packed, const uint64_t* weight, const float* scale,
+                              const float* bias, const float* rprelu, int output, void* out);
+}

@@ -1,0 +1,137 @@
+// Shared between the driver (bconv.cpp) and the per-ISA translation units. Each ISA unit is compiled with
+// its own target flags, so everything defined here lives in an anonymous namespace: one private copy per
+// unit, vectorised for that unit's ISA, and no ODR clash between them.
+#pragma once
+
+#include "bconv.h"
+
+namespace bidrn {
+
+// One tile job: the popcount GEMM of one output phase of one image, plus what its epilogue needs.
+struct TileJob {
+  const uint64_t* a = nullptr;  // im2col: [blocks][k_words][kLanes], lane = output pixel
+  int64_t pixels = 0;           // output pixels in this phase
+  int64_t k_words = 0;          // words per pixel row (taps * words_for(C))
+  const uint64_t* w = nullptr;  // first word of this phase's taps in weight row 0
+  int64_t ldw = 0;              // words between consecutive weight rows
+  int64_t out_channels = 0;
+  int32_t k_bits = 0;           // taps * C: the accumulator when every bit matches
+  const int32_t* corr = nullptr;     // [out_channels][corr_stride]: sum of sign(w) over the masked-out taps
+  int64_t corr_stride = 0;           // >= number of distinct masks, a multiple of 16
+  const uint16_t* mask_id = nullptr; // per pixel; 0 = every tap valid (row 0 of corr is zero)
+  const int32_t* dest = nullptr;     // output pixel index of each phase pixel; null = identity
+  int64_t out_plane = 0;             // out_h * out_w
+  int64_t out_words = 0;             // words_for(out_channels), packed output only
+  Output output = Output::kFloat;
+  void* out = nullptr;               // this image's output
+  const float* residual = nullptr;   // this image's residual (ep.residual offset by the batch index)
+  Epilogue ep;
+};
+
+constexpr int64_t kTileBlocks = 4;            // pixel blocks per tile: 32 pixels
+constexpr int64_t kTilePixels = kTileBlocks * kLanes;
+
+struct Kernels {
+  // Tile of blocks [b0, b1) (at most kTileBlocks) x output channels [o0, o1).
+  void (*tile)(const TileJob& job, int64_t b0, int64_t b1, int64_t o0, int64_t o1);
+  // Sign-packs pixels [p0, p1) of a C x HW plane into out[p][words_for(C)].
+  void (*pack)(const float* x, int64_t channels, int64_t plane, int64_t p0, int64_t p1, uint64_t* out);
+  // popcount of n words (used for the per-tap weight sums of the padding correction).
+  int64_t (*popcount)(const uint64_t* words, int64_t n);
+};
+
+const Kernels& kernels_for(Path p);
+extern const Kernels kScalarKernels;
+#if defined(__x86_64__)
+extern const Kernels kAvx2Kernels;
+extern const Kernels kAvx512Kernels;
+#endif
+#if defined(__aarch64__)
+extern const Kernels kNeonKernels;
+extern const Kernels kNeonDotKernels;
+#endif
+
+namespace {
+
+// Pixels of a tile that have a masked-out (padding) tap: their offsets in the tile and their mask ids.
+// Usually a few per tile (the image border), so the correction is applied to them alone.
+struct BorderList {
+  int n = 0;
+  uint8_t lane[kTilePixels];
+  uint16_t mask[kTilePixels];
+};
+
+// Finishes one output channel o for tile pixels [p0, p0 + n) given r[i] = popcount(row_i xor w_o).
+// acc = k_bits - 2 r - corr; the float form is written as mul then add (no FMA, built with
+// -ffp-contract=off) so it rounds exactly like PyTorch's `acc * scale + bias`.
+inline void finish_channel(const TileJob& j, int64_t p0, int64_t n, int64_t o, const int32_t* r,
+                           const BorderList& border) {
+  int32_t acc[kTilePixels];
+  for (int64_t i = 0; i < n; ++i) acc[i] = j.k_bits - 2 * r[i];
+  for (int b = 0; b < border.n; ++b) acc[border.lane[b]] -= j.corr[o * j.corr_stride + border.mask[b]];
+  if (j.output == Output::kAccumulator) {
+    int32_t* out = static_cast<int32_t*>(j.out) + o * j.out_plane;
+    for (int64_t i = 0; i < n; ++i) out[j.dest ? j.dest[p0 + i] : p0 + i] = acc[i];
+    return;
+  }
+  float y[kTilePixels];
+  const float scale = j.ep.scale[o], bias = j.ep.bias[o];
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * scale + bias;
+  if (j.ep.rprelu) {
+    const float beta = j.ep.rprelu[o], gamma = j.ep.rprelu[j.out_channels + o];
+    const float zeta = j.ep.rprelu[2 * j.out_channels + o];
+    for (int64_t i = 0; i < n; ++i) {
+      const float s = y[i] - gamma;
+      y[i] = (s > 0.0f ? s : beta * s) + zeta;
+    }
+  }
+  if (j.residual) {
+    const float* res = j.residual + (o % j.ep.residual_channels) * j.out_plane;
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] + res[j.dest ? j.dest[p0 + i] : p0 + i];
+  }
+  if (j.ep.post) {
+    const float ps = j.ep.post[o], pb = j.ep.post[j.out_channels + o];
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] * ps + pb;
+  }
+  if (j.output == Output::kFloat) {
+    float* out = static_cast<float*>(j.out) + o * j.out_plane;
+    if (j.dest) {
+      for (int64_t i = 0; i < n; ++i) out[j.dest[p0 + i]] = y[i];
+    } else {
+      for (int64_t i = 0; i < n; ++i) out[p0 + i] = y[i];
+    }
+    return;
+  }
+  // Packed signs for the next binary layer: tiles split channels on 64-channel boundaries, so no other
+  // thread touches these words.
+  uint64_t* out = static_cast<uint64_t*>(j.out);
+  const uint64_t bit = uint64_t(1) << (o & 63);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t px = j.dest ? j.dest[p0 + i] : p0 + i;
+    if (!(y[i] >= 0.0f)) out[px * j.out_words + (o >> 6)] |= bit;
+  }
+}
+
+// The tile of blocks [b0, b1): its first pixel, pixel count and border pixels.
+struct TilePixels {
+  int64_t p0, n;
+  BorderList border;
+  TilePixels(const TileJob& j, int64_t b0, int64_t b1) {
+    p0 = b0 * kLanes;
+    n = (b1 * kLanes < j.pixels ? b1 * kLanes : j.pixels) - p0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (j.mask_id[p0 + i]) {
+        border.lane[border.n] = uint8_t(i);
+        border.mask[border.n++] = j.mask_id[p0 + i];
+      }
+    }
+  }
+};
+
+// Finishes channels [o, o + nb) of a tile from r[c][kTilePixels].
+inline void finish_tile(const TileJob& j, const TilePixels& t, int64_t o, int nb, const int32_t* r) {
+  for (int c = 0; c < nb; ++c) finish_channel(j, t.p0, t.n, o + c, r + c * kTilePixels, t.border);
+}
+
+}  // namespace
+}  // namespace bidrn

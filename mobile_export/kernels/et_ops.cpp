@@ -1,0 +1,180 @@
+// ExecuTorch adapter: the .out kernels of the bidrn:: ops declared in mobile_export/ops.py. Arguments are
+// checked here and turned into a ConvShape; the work happens in bconv.cpp on ExecuTorch's threadpool,
+// so `_unsafe_reset_threadpool(n)` (or the app's threadpool setting) sets our thread count too.
+#include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
+#include <executorch/runtime/core/exec_aten/util/tensor_util.h>
+#include <executorch/runtime/kernel/kernel_includes.h>
+#include <executorch/runtime/kernel/thread_parallel_interface.h>
+
+#include <array>
+#include <optional>
+
+#include "bconv.h"
+
+namespace bidrn {
+namespace {
+
+using executorch::aten::ArrayRef;
+using executorch::aten::ScalarType;
+using executorch::aten::Tensor;
+using executorch::runtime::KernelRuntimeContext;
+
+void et_parallel(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) {
+  executorch::extension::parallel_for(0, n, 1, [&](int64_t b, int64_t e) { body(context, b, e); });
+}
+
+bool resize(Tensor& out, std::initializer_list<int64_t> sizes) {
+  std::array<executorch::aten::SizesType, 8> s{};
+  size_t i = 0;
+  for (int64_t v : sizes) s[i++] = static_cast<executorch::aten::SizesType>(v);
+  return executorch::runtime::resize_tensor(out, {s.data(), i}) == executorch::runtime::Error::Ok;
+}
+
+// Shared by the three layer ops: epilogue tensors, input form and output allocation. `spatial` is false
+// for Linear, whose tensors have no H, W dims.
+Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& x, const Tensor& weight,
+            const Tensor& scale, const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t output,
+            const std::optional<Tensor>& residual, const std::optional<Tensor>& post, Tensor& out) {
+  const int64_t O = scale.numel();
+  s.out_channels = O;
+  ET_KERNEL_CHECK_MSG(ctx, output >= 0 && output <= 2, InvalidArgument, out,
+                      "output must be 0 (float), 1 (int32 accumulator) or 2 (packed signs), got %lld",
+                      static_cast<long long>(output));
+  ET_KERNEL_CHECK_MSG(ctx, scale.scalar_type() == ScalarType::Float && bias.scalar_type() == ScalarType::Float &&
+                               bias.numel() == O, InvalidArgument, out,
+                      "scale and bias must be float32 with one value per output channel");
+  ET_KERNEL_CHECK_MSG(ctx, !rprelu.has_value() || (rprelu->scalar_type() == ScalarType::Float &&
+                                                   rprelu->numel() == 3 * O),
+                      InvalidArgument, out, "rprelu must be float32 3 x out_channels (beta, gamma, zeta)");
+  ET_KERNEL_CHECK_MSG(ctx, !post.has_value() || (post->scalar_type() == ScalarType::Float && post->numel() == 2 * O),
+                      InvalidArgument, out, "post must be float32 2 x out_channels (scale, bias)");
+  const int64_t plane = s.out_h * s.out_w;
+  int64_t residual_channels = 0;
+  if (residual.has_value()) {
+    residual_channels = residual->dim() > 1 ? residual->size(1) : 0;
+    ET_KERNEL_CHECK_MSG(ctx, residual->scalar_type() == ScalarType::Float && output != 1 && residual_channels > 0 &&
+                                 O % residual_channels == 0 && residual->size(0) == s.batch &&
+                                 residual->numel() == s.batch * residual_channels * plane,
+                        InvalidArgument, out,
+                        "residual must be float32 N x R x out_h x out_w (R dividing out_channels), with a float or "
+                        "packed output");
+  }
+  const char* err = check_shape(s);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Long && weight.numel() == weight_words(s),
+                      InvalidArgument, out, "weight must be int64 with %lld packed words (got %lld)",
+                      static_cast<long long>(weight_words(s)), static_cast<long long>(weight.numel()));
+  bool ok;
+  ScalarType want;
+  if (output == 2) {
+    want = ScalarType::Long;
+    ok = spatial ? resize(out, {s.batch, s.out_h, s.out_w, words_for(O)}) : resize(out, {s.batch, words_for(O)});
+  } else {
+    want = output == 1 ? ScalarType::Int : ScalarType::Float;
+    ok = spatial ? resize(out, {s.batch, O, s.out_h, s.out_w}) : resize(out, {s.batch, O});
+  }
+  ET_KERNEL_CHECK_MSG(ctx, ok && out.scalar_type() == want && out.numel() == s.batch * plane * (output == 2 ? words_for(O) : O),
+                      InvalidArgument, out, "out has the wrong dtype or size for output kind %lld",
+                      static_cast<long long>(output));
+  ConvArgs args;
+  if (x.scalar_type() == ScalarType::Float) {
+    args.x_float = x.const_data_ptr<float>();
+  } else {
+    ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Long, InvalidArgument, out,
+                        "x must be float32 (NCHW) or int64 packed signs (NHWC words)");
+    args.x_packed = reinterpret_cast<const uint64_t*>(x.const_data_ptr<int64_t>());
+  }
+  args.weight = reinterpret_cast<const uint64_t*>(weight.const_data_ptr<int64_t>());
+  args.out = out.mutable_data_ptr();
+  args.output = static_cast<Output>(output);
+  Epilogue ep{scale.const_data_ptr<float>(), bias.const_data_ptr<float>(),
+              rprelu.has_value() ? rprelu->const_data_ptr<float>() : nullptr,
+              residual.has_value() ? residual->const_data_ptr<float>() : nullptr, residual_channels,
+              post.has_value() ? post->const_data_ptr<float>() : nullptr};
+  binary_conv(s, ep, args, et_parallel);
+  return out;
+}
+
+// x: float N x C x H x W, or int64 N x H x W x words(C).
+bool spatial_input(const Tensor& x, int64_t in_channels, ConvShape& s) {
+  if (x.dim() != 4) return false;
+  s.batch = x.size(0);
+  if (x.scalar_type() == ScalarType::Long) {
+    s.in_h = x.size(1), s.in_w = x.size(2);
+    return x.size(3) == words_for(in_channels);
+  }
+  s.in_h = x.size(2), s.in_w = x.size(3);
+  return x.size(1) == in_channels;
+}
+
+Tensor& binary_conv2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& scale,
+                          const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t in_channels,
+                          ArrayRef<int64_t> kernel_size, ArrayRef<int64_t> stride, ArrayRef<int64_t> padding,
+                          int64_t output, const std::optional<Tensor>& residual, const std::optional<Tensor>& post,
+                          Tensor& out) {
+  ConvShape s;
+  s.in_channels = in_channels;
+  ET_KERNEL_CHECK_MSG(ctx, kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2, InvalidArgument,
+                      out, "kernel_size, stride and padding must have two values each");
+  ET_KERNEL_CHECK_MSG(ctx, spatial_input(x, in_channels, s), InvalidArgument, out,
+                      "x must be float32 N x in_channels x H x W or int64 N x H x W x ceil(in_channels / 64)");
+  s.kernel_h = kernel_size[0], s.kernel_w = kernel_size[1], s.stride_h = stride[0], s.stride_w = stride[1];
+  s.pad_h = padding[0], s.pad_w = padding[1];
+  s.out_h = (s.in_h + 2 * s.pad_h - s.kernel_h) / std::max<int64_t>(s.stride_h, 1) + 1;
+  s.out_w = (s.in_w + 2 * s.pad_w - s.kernel_w) / std::max<int64_t>(s.stride_w, 1) + 1;
+  return run(ctx, s, true, x, weight, scale, bias, rprelu, output, residual, post, out);
+}
+
+Tensor& binary_conv_transpose2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight,
+                                    const Tensor& scale, const Tensor& bias, const std::optional<Tensor>& rprelu,
+                                    int64_t in_channels, ArrayRef<int64_t> kernel_size, ArrayRef<int64_t> stride,
+                                    ArrayRef<int64_t> padding, ArrayRef<int64_t> output_padding, int64_t output,
+                                    const std::optional<Tensor>& residual, const std::optional<Tensor>& post,
+                                    Tensor& out) {
+  ConvShape s;
+  s.in_channels = in_channels;
+  s.transposed = true;
+  ET_KERNEL_CHECK_MSG(ctx, kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
+                               output_padding.size() == 2, InvalidArgument, out,
+                      "kernel_size, stride, padding and output_padding must have two values each");
+  ET_KERNEL_CHECK_MSG(ctx, spatial_input(x, in_channels, s), InvalidArgument, out,
+                      "x must be float32 N x in_channels x H x W or int64 N x H x W x ceil(in_channels / 64)");
+  s.kernel_h = kernel_size[0], s.kernel_w = kernel_size[1], s.stride_h = stride[0], s.stride_w = stride[1];
+  s.pad_h = padding[0], s.pad_w = padding[1];
+  s.out_h = (s.in_h - 1) * s.stride_h - 2 * s.pad_h + s.kernel_h + output_padding[0];
+  s.out_w = (s.in_w - 1) * s.stride_w - 2 * s.pad_w + s.kernel_w + output_padding[1];
+  return run(ctx, s, true, x, weight, scale, bias, rprelu, output, residual, post, out);
+}
+
+Tensor& binary_linear_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& scale,
+                          const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t in_features,
+                          int64_t output, const std::optional<Tensor>& residual, const std::optional<Tensor>& post,
+                          Tensor& out) {
+  ConvShape s;
+  s.in_channels = in_features;
+  const int64_t last = x.scalar_type() == ScalarType::Long ? words_for(in_features) : in_features;
+  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 2 && x.size(1) == last, InvalidArgument, out,
+                      "x must be float32 B x in_features or int64 B x ceil(in_features / 64)");
+  s.batch = x.size(0);
+  return run(ctx, s, false, x, weight, scale, bias, rprelu, output, residual, post, out);
+}
+
+Tensor& pack_signs_out(KernelRuntimeContext& ctx, const Tensor& x, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float && (x.dim() == 4 || x.dim() == 2),
+                      InvalidArgument, out, "x must be float32 N x C x H x W or B x F");
+  const int64_t n = x.size(0), c = x.size(1), h = x.dim() == 4 ? x.size(2) : 1, w = x.dim() == 4 ? x.size(3) : 1;
+  const bool ok = x.dim() == 4 ? resize(out, {n, h, w, words_for(c)}) : resize(out, {n, words_for(c)});
+  ET_KERNEL_CHECK_MSG(ctx, ok && out.scalar_type() == ScalarType::Long, InvalidArgument, out,
+                      "out must be int64 sized N x H x W x ceil(C / 64)");
+  uint64_t* dst = reinterpret_cast<uint64_t*>(out.mutable_data_ptr<int64_t>());
+  for (int64_t i = 0; i < n; ++i) pack_signs(x.const_data_ptr<float>() + i * c * h * w, c, h * w, dst + i * h * w * words_for(c));
+  return out;
+}
+
+}  // namespace
+}  // namespace bidrn
+
+EXECUTORCH_LIBRARY(bidrn, "binary_conv2d.out", bidrn::binary_conv2d_out);
+EXECUTORCH_LIBRARY(bidrn, "binary_conv_transpose2d.out", bidrn::binary_conv_transpose2d_out);
+EXECUTORCH_LIBRARY(bidrn, "binary_linear.out", bidrn::binary_linear_out);
+EXECUTORCH_LIBRARY(bidrn, "pack_signs.out", bidrn::pack_signs_out);

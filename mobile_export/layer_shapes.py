@@ -1,0 +1,81 @@
+"""Every distinct binary layer shape of BiDRN, derived from the encoder layouts until the model can be read.
+
+Encoders are torchvision ResNets v1.5 (stride on the 3x3 conv of a bottleneck), stem and downsample
+shortcuts kept full precision as in Bi-Real / ReActNet; LCR (the paper's Local Convolution Residual) splits
+every channel-changing 1x1 conv into chunks of C -> C convs with C = the block width, so the 1x1 shapes
+are C -> C at the resolution they run at.
+  body   ResNet-50 at 256 x 192 (features 64 x 48), batch 1
+  hands  ResNet-50 at 256 x 256 (features 64 x 64), two crops: batch 2
+  face   ResNet-18 at 192 x 192 (features 48 x 48), batch 1
+  BoxNet ConvTranspose2d k4 s2 p1 2248 -> 256 (8 x 6 -> 16 x 12) and 256 -> 256 (16 x 12 -> 32 x 24),
+         Linear 256 -> 256 on 3 rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    name: str
+    kind: str  # "conv", "conv_transpose" or "linear"
+    batch: int
+    in_channels: int
+    out_channels: int
+    height: int = 1  # input height / width (1 for linear)
+    width: int = 1
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        if self.kind == "conv_transpose":
+            return ((self.height - 1) * self.stride - 2 * self.padding + self.kernel,
+                    (self.width - 1) * self.stride - 2 * self.padding + self.kernel)
+        return ((self.height + 2 * self.padding - self.kernel) // self.stride + 1,
+                (self.width + 2 * self.padding - self.kernel) // self.stride + 1)
+
+    @property
+    def macs(self) -> int:
+        """Binary MACs, counting only valid taps for the transposed conv (stride^2 fewer than its kernel)."""
+        oh, ow = self.out_hw
+        taps = self.kernel ** 2 // (self.stride ** 2 if self.kind == "conv_transpose" else 1)
+        return self.batch * oh * ow * self.out_channels * self.in_channels * taps
+
+
+REFERENCE = LayerShape("ref3x3_256_28", "conv", 1, 256, 256, 28, 28, 3, 1, 1)
+
+
+def _resnet(prefix: str, batch: int, h: int, w: int, bottleneck: bool) -> list[LayerShape]:
+    """Binary convs of ResNet layers 1-4 whose first stage runs at h x w; widths 64, 128, 256, 512."""
+    shapes = []
+    for stage, width in enumerate((64, 128, 256, 512)):
+        sh, sw = h >> stage, w >> stage
+        if stage:
+            # First block: 3x3 stride 2 from the previous resolution (v1.5); in a bottleneck its 1x1
+            # reduction runs before it, at the previous resolution.
+            shapes.append(LayerShape(f"{prefix}_3x3s2_{width}_{2 * sh}x{2 * sw}", "conv", batch, width, width,
+                                     2 * sh, 2 * sw, 3, 2, 1))
+            if bottleneck:
+                shapes.append(LayerShape(f"{prefix}_1x1_{width}_{2 * sh}x{2 * sw}", "conv", batch, width, width,
+                                         2 * sh, 2 * sw))
+        shapes.append(LayerShape(f"{prefix}_3x3_{width}_{sh}x{sw}", "conv", batch, width, width, sh, sw, 3, 1, 1))
+        if bottleneck:
+            shapes.append(LayerShape(f"{prefix}_1x1_{width}_{sh}x{sw}", "conv", batch, width, width, sh, sw))
+    return shapes
+
+
+BIDRN_LAYERS: list[LayerShape] = [
+    *_resnet("body", 1, 64, 48, bottleneck=True),
+    *_resnet("hand", 2, 64, 64, bottleneck=True),
+    *_resnet("face", 1, 48, 48, bottleneck=False),
+    LayerShape("boxnet_deconv_2248_8x6", "conv_transpose", 1, 2248, 256, 8, 6, 4, 2, 1),
+    LayerShape("boxnet_deconv_256_16x12", "conv_transpose", 1, 256, 256, 16, 12, 4, 2, 1),
+    LayerShape("boxnet_linear_256", "linear", 3, 256, 256),
+]
+
+
+def benchmark_layers() -> list[LayerShape]:
+    """The reference layer first, then BiDRN's layers."""
+    return [REFERENCE, *BIDRN_LAYERS]

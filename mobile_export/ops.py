@@ -1,0 +1,246 @@
+"""The ``bidrn::`` binary-layer ops: schemas, pure-PyTorch reference kernels, fake kernels, weight packing.
+
+A binary layer computes, per output channel o (eq. 5 with alpha and batch-norm folded into scale / bias):
+
+    acc[o]  = sum over valid taps t and input channels c of sign(x[c, t]) * sign(W[o, c, t])   (integer)
+    y[o]    = scale[o] * acc[o] + bias[o]            then optionally RPReLU (eq. 6),
+    y[o]    = y[o] + residual[o % R]                 optionally (R = residual channels; an LCR's a_f),
+    y[o]    = post_scale[o] * y[o] + post_bias[o]    optionally (the LCR's BN after the residual add)
+
+with sign(v) = +1 for v >= 0 else -1 (eq. 1; NaN gives -1, as ``torch.where(x >= 0, 1, -1)``) and zero padding
+contributing 0, exactly as ``F.conv2d(sign(x), sign(W), padding=p)`` does in the eager model. Activations
+arrive as float32 NCHW (only their sign matters) or already packed (``pack_signs``); weights are packed once
+at export. ``output`` selects float32 NCHW (``Output.FLOAT``), the int32 accumulator (``Output.ACCUMULATOR``,
+for bit-exact tests) or the signs of y packed for the next binary layer (``Output.PACKED``).
+
+Packed layout (docs/kernels.md): bit c % 64 of int64 word c // 64 is 1 where the value's sign is -1;
+activations are N x H x W x words (Linear: B x words), weights O x (taps * words) with taps row-major
+(a transposed conv orders them by output phase, see :func:`transposed_tap_order`). Importing this module
+registers the ops with PyTorch; ExecuTorch's kernels are loaded by :func:`mobile_export.kernel_library.load`.
+"""
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch.nn import functional as F
+
+
+class Output(enum.IntEnum):
+    FLOAT = 0
+    ACCUMULATOR = 1
+    PACKED = 2
+
+
+def words_for(channels: int) -> int:
+    return (channels + 63) // 64
+
+
+# ---------------------------------------------------------------- bit packing (pure torch)
+
+def pack_bits(negative: torch.Tensor) -> torch.Tensor:
+    """... x n bool -> ... x words_for(n) int64, bit c % 64 of word c // 64 = negative[..., c]."""
+    n = negative.shape[-1]
+    padded = F.pad(negative.to(torch.int64), (0, words_for(n) * 64 - n)).unflatten(-1, (-1, 64))
+    shifts = torch.arange(32, device=negative.device)
+    low = (padded[..., :32] << shifts).sum(-1)
+    high = (padded[..., 32:] << shifts).sum(-1)
+    return low | (high << 32)  # int64 shifts wrap, so bit 63 lands in the sign bit as intended
+
+
+def unpack_bits(words: torch.Tensor, n: int) -> torch.Tensor:
+    """... x words int64 -> ... x n bool (inverse of :func:`pack_bits`)."""
+    bits = (words.unsqueeze(-1) >> torch.arange(64, device=words.device)) & 1
+    return bits.flatten(-2)[..., :n].bool()
+
+
+def signs_from_bits(negative: torch.Tensor) -> torch.Tensor:
+    return 1.0 - 2.0 * negative.float()
+
+
+def is_negative(x: torch.Tensor) -> torch.Tensor:
+    """Where sign(x) = -1 (eq. 1): NOT x >= 0, so NaN counts as negative like torch.where(x >= 0, 1, -1)."""
+    return ~(x >= 0)
+
+
+def pack_signs_reference(x: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W float -> N x H x W x words int64; B x F -> B x words."""
+    if x.dim() == 4:
+        return pack_bits(is_negative(x).permute(0, 2, 3, 1))
+    return pack_bits(is_negative(x))
+
+
+def transposed_tap_order(kernel_size, stride, padding) -> list[tuple[int, int]]:
+    """Taps (ky, kx) of a transposed conv in packed order: output phase (ry, rx) row-major, and within a
+    phase the taps that reach it, ky = (ry + pad) mod stride, kx likewise, row-major (docs/kernels.md)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    return [(ky, kx) for ry in range(sh) for rx in range(sw)
+            for ky in range((ry + ph) % sh, kh, sh) for kx in range((rx + pw) % sw, kw, sw)]
+
+
+def pack_conv_weight(w: torch.Tensor) -> torch.Tensor:
+    """Conv2d weight O x C x KH x KW -> O x (KH * KW * words) int64 of sign bits."""
+    return pack_bits(is_negative(w).permute(0, 2, 3, 1)).flatten(1)
+
+
+def pack_conv_transpose_weight(w: torch.Tensor, stride, padding) -> torch.Tensor:
+    """ConvTranspose2d weight C x O x KH x KW -> O x (KH * KW * words) int64, taps in phase order."""
+    taps = transposed_tap_order(w.shape[2:], stride, padding)
+    per_tap = torch.stack([w[:, :, ky, kx] for ky, kx in taps], dim=1)  # C x T x O
+    return pack_bits(is_negative(per_tap).permute(2, 1, 0)).flatten(1)
+
+
+def pack_linear_weight(w: torch.Tensor) -> torch.Tensor:
+    """Linear weight O x F -> O x words int64."""
+    return pack_bits(is_negative(w))
+
+
+def _unpack_taps(weight: torch.Tensor, taps: int, in_channels: int) -> torch.Tensor:
+    """O x (taps * words) -> O x taps x C of +-1."""
+    o = weight.shape[0]
+    return signs_from_bits(unpack_bits(weight.reshape(o, taps, words_for(in_channels)), in_channels))
+
+
+# ---------------------------------------------------------------- reference kernels
+
+def _input_signs(x: torch.Tensor, in_channels: int, spatial: bool) -> torch.Tensor:
+    """float x or packed x -> +-1 float in the layout PyTorch's conv/linear take."""
+    if x.dtype == torch.int64:
+        s = signs_from_bits(unpack_bits(x, in_channels))
+        return s.permute(0, 3, 1, 2) if spatial else s
+    return torch.where(x >= 0, 1.0, -1.0).float()
+
+
+def _finish(acc: torch.Tensor, scale, bias, rprelu, output: int, spatial: bool, residual=None,
+            post=None) -> torch.Tensor:
+    """acc: exact integers in float32, N x O (x H x W), made contiguous (conv2d may pick other strides)."""
+    acc = acc.contiguous()
+    if output == Output.ACCUMULATOR:
+        return acc.round().to(torch.int32)
+    view = (1, -1, 1, 1) if spatial else (1, -1)
+    # Two roundings (mul, then add), as the kernel does: no FMA on either side.
+    y = acc * scale.view(view) + bias.view(view)
+    if rprelu is not None:
+        beta, gamma, zeta = (p.view(view) for p in rprelu.reshape(3, -1))
+        shifted = y - gamma
+        y = torch.where(shifted > 0, shifted, beta * shifted) + zeta
+    if residual is not None:  # output channel o adds residual channel o % R (a FUR's k branches share a_f)
+        y = y + residual.repeat(1, y.shape[1] // residual.shape[1], *([1] * (y.dim() - 2)))
+    if post is not None:
+        post_scale, post_bias = (p.view(view) for p in post.reshape(2, -1))
+        y = y * post_scale + post_bias
+    if output == Output.PACKED:
+        return pack_signs_reference(y)
+    return y
+
+
+def binary_conv2d_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output=0,
+                            residual=None, post=None):
+    kh, kw = kernel_size
+    w = _unpack_taps(weight, kh * kw, in_channels).reshape(-1, kh, kw, in_channels).permute(0, 3, 1, 2)
+    acc = F.conv2d(_input_signs(x, in_channels, True), w, stride=tuple(stride), padding=tuple(padding))
+    return _finish(acc, scale, bias, rprelu, output, True, residual, post)
+
+
+def binary_conv_transpose2d_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding,
+                                      output_padding, output=0, residual=None, post=None):
+    taps = transposed_tap_order(kernel_size, stride, padding)
+    per_tap = _unpack_taps(weight, len(taps), in_channels)  # O x T x C
+    w = per_tap.new_zeros(in_channels, weight.shape[0], *kernel_size)
+    for t, (ky, kx) in enumerate(taps):
+        w[:, :, ky, kx] = per_tap[:, t, :].T
+    acc = F.conv_transpose2d(_input_signs(x, in_channels, True), w, stride=tuple(stride), padding=tuple(padding),
+                             output_padding=tuple(output_padding))
+    return _finish(acc, scale, bias, rprelu, output, True, residual, post)
+
+
+def binary_linear_reference(x, weight, scale, bias, rprelu, in_features, output=0, residual=None, post=None):
+    w = _unpack_taps(weight, 1, in_features)[:, 0, :]
+    acc = F.linear(_input_signs(x, in_features, False), w)
+    return _finish(acc, scale, bias, rprelu, output, False, residual, post)
+
+
+# ---------------------------------------------------------------- shapes (fake kernels)
+
+def _out_meta(x, scale, output, out_h=None, out_w=None):
+    n, o = x.shape[0], scale.shape[0]
+    if output == Output.PACKED:
+        shape = (n, out_h, out_w, words_for(o)) if out_h is not None else (n, words_for(o))
+        return x.new_empty(shape, dtype=torch.int64)
+    shape = (n, o, out_h, out_w) if out_h is not None else (n, o)
+    return x.new_empty(shape, dtype=torch.int32 if output == Output.ACCUMULATOR else torch.float32)
+
+
+def _in_hw(x):
+    return (x.shape[1], x.shape[2]) if x.dtype == torch.int64 else (x.shape[2], x.shape[3])
+
+
+def binary_conv2d_fake(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output=0,
+                       residual=None, post=None):
+    h, w = _in_hw(x)
+    oh = (h + 2 * padding[0] - kernel_size[0]) // stride[0] + 1
+    ow = (w + 2 * padding[1] - kernel_size[1]) // stride[1] + 1
+    return _out_meta(x, scale, output, oh, ow)
+
+
+def binary_conv_transpose2d_fake(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding,
+                                 output_padding, output=0, residual=None, post=None):
+    h, w = _in_hw(x)
+    oh = (h - 1) * stride[0] - 2 * padding[0] + kernel_size[0] + output_padding[0]
+    ow = (w - 1) * stride[1] - 2 * padding[1] + kernel_size[1] + output_padding[1]
+    return _out_meta(x, scale, output, oh, ow)
+
+
+def binary_linear_fake(x, weight, scale, bias, rprelu, in_features, output=0, residual=None, post=None):
+    return _out_meta(x, scale, output)
+
+
+def pack_signs_fake(x):
+    if x.dim() == 4:
+        return x.new_empty((x.shape[0], x.shape[2], x.shape[3], words_for(x.shape[1])), dtype=torch.int64)
+    return x.new_empty((x.shape[0], words_for(x.shape[1])), dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- registration
+
+_LAYER_ARGS = "Tensor x, Tensor weight, Tensor scale, Tensor bias, Tensor? rprelu"
+_EPILOGUE_ARGS = "int output=0, Tensor? residual=None, Tensor? post=None"
+SCHEMAS = {
+    "binary_conv2d": f"{_LAYER_ARGS}, int in_channels, int[2] kernel_size, int[2] stride, int[2] padding, "
+                     f"{_EPILOGUE_ARGS}",
+    "binary_conv_transpose2d": f"{_LAYER_ARGS}, int in_channels, int[2] kernel_size, int[2] stride, "
+                               f"int[2] padding, int[2] output_padding, {_EPILOGUE_ARGS}",
+    "binary_linear": f"{_LAYER_ARGS}, int in_features, {_EPILOGUE_ARGS}",
+    "pack_signs": "Tensor x",
+}
+_KERNELS = {
+    "binary_conv2d": (binary_conv2d_reference, binary_conv2d_fake),
+    "binary_conv_transpose2d": (binary_conv_transpose2d_reference, binary_conv_transpose2d_fake),
+    "binary_linear": (binary_linear_reference, binary_linear_fake),
+    "pack_signs": (pack_signs_reference, pack_signs_fake),
+}
+
+_LIB = torch.library.Library("bidrn", "DEF")
+
+
+def _with_out(fn):
+    """The .out overload's kernel: compute functionally, then write into `out` (resized as ATen does)."""
+    def out_kernel(*args, out):
+        result = fn(*args)
+        out.resize_(result.shape).copy_(result)
+        return out
+    return out_kernel
+
+
+def _register():
+    for name, args in SCHEMAS.items():
+        reference, fake = _KERNELS[name]
+        _LIB.define(f"{name}({args}) -> Tensor")
+        _LIB.define(f"{name}.out({args}, *, Tensor(a!) out) -> Tensor(a!)")
+        _LIB.impl(name, reference, "CompositeExplicitAutograd")
+        _LIB.impl(f"{name}.out", _with_out(reference), "CompositeExplicitAutograd")
+        torch.library.register_fake(f"bidrn::{name}", fake, lib=_LIB)
+        torch.library.register_fake(f"bidrn::{name}.out", _with_out(fake), lib=_LIB)
+
+
+_register()

@@ -1,0 +1,214 @@
+"""The bidrn:: binary-layer ops: reference semantics, every x86/scalar kernel path bit-exact against the
+reference, and the .pte running in ExecuTorch's runtime. (NEON under qemu: tests/test_kernels_neon.py.)"""
+from __future__ import annotations
+
+import ctypes
+import random
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mobile_export import kernel_library, ops
+
+
+def sign(x):
+    return torch.where(x >= 0, 1.0, -1.0)
+
+
+def with_special_values(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Exact zeros, negative zeros and NaN: sign(0) = sign(-0) = +1, sign(NaN) = -1 (torch.where(x >= 0))."""
+    flat = x.flatten().clone()
+    idx = torch.randperm(flat.numel(), generator=gen)[: max(3, flat.numel() // 30)]
+    flat[idx[0::3]] = 0.0
+    flat[idx[1::3]] = -0.0
+    flat[idx[2::3]] = float("nan")
+    return flat.view_as(x)
+
+
+# ---------------------------------------------------------------- reference semantics
+
+def test_packed_bit_layout_puts_channel_c_at_bit_c_mod_64_of_word_c_div_64():
+    x = torch.ones(1, 130, 1, 1)
+    x[0, [0, 65, 129]] = -1.0
+    words = ops.pack_signs_reference(x)
+    assert words.shape == (1, 1, 1, 3)
+    assert words.flatten().tolist() == [1, 2, 2]
+
+
+def test_reference_conv_pads_with_zero_after_binarizing():
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 5, 6, 7, generator=gen), torch.randn(3, 5, 3, 3, generator=gen)
+    acc = ops.binary_conv2d_reference(x, ops.pack_conv_weight(w), torch.ones(3), torch.zeros(3), None, 5,
+                                      (3, 3), (1, 1), (1, 1), ops.Output.ACCUMULATOR)
+    want = F.conv2d(sign(x), sign(w), padding=1)
+    assert torch.equal(acc, want.to(torch.int32))
+    # A corner output sees 4 of 9 taps: |acc| <= 4 * 5 channels.
+    assert acc[:, :, 0, 0].abs().max() <= 20
+
+
+def test_reference_with_alpha_as_scale_matches_the_eager_binary_conv_layer():
+    from bidrn.nn import BinaryConv2d
+
+    torch.manual_seed(0)
+    layer = BinaryConv2d(13, 8, 3, stride=2, padding=1).eval()
+    x = torch.randn(1, 13, 9, 10)
+    alpha = layer.weight.abs().mean(dim=(1, 2, 3))  # eq. 4, folded into the epilogue's scale at export
+    y = torch.ops.bidrn.binary_conv2d(x, ops.pack_conv_weight(layer.weight.detach()), alpha, torch.zeros(8), None,
+                                      13, [3, 3], [2, 2], [1, 1])
+    torch.testing.assert_close(y, layer(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_reference_transposed_conv_matches_conv_transpose2d_of_signs():
+    gen = torch.Generator().manual_seed(1)
+    x, w = torch.randn(1, 7, 4, 3, generator=gen), torch.randn(7, 5, 4, 4, generator=gen)
+    acc = ops.binary_conv_transpose2d_reference(x, ops.pack_conv_transpose_weight(w, (2, 2), (1, 1)),
+                                                torch.ones(5), torch.zeros(5), None, 7, (4, 4), (2, 2), (1, 1),
+                                                (0, 0), ops.Output.ACCUMULATOR)
+    assert torch.equal(acc, F.conv_transpose2d(sign(x), sign(w), stride=2, padding=1).to(torch.int32))
+
+
+def test_rprelu_epilogue_follows_eq_6():
+    x, w = torch.tensor([[1.0, -1.0]]), torch.tensor([[1.0, 1.0], [1.0, -1.0]])  # acc = 0, 2
+    beta, gamma, zeta = torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([0.25, 0.25])
+    y = torch.ops.bidrn.binary_linear(x, ops.pack_linear_weight(w), torch.ones(2), torch.zeros(2),
+                                      torch.stack([beta, gamma, zeta]), 2)
+    # acc 0: 0.5 * (0 - 1) + 0.25 = -0.25; acc 2: (2 - 1) + 0.25 = 1.25
+    assert y.tolist() == [[-0.25, 1.25]]
+
+
+# ---------------------------------------------------------------- C++ paths, bit-exact
+
+def random_problem(rng: random.Random, gen: torch.Generator):
+    """A random conv / transposed conv / linear with odd channel counts, borders and strides."""
+    kind = rng.choice(["conv", "conv", "conv", "transposed", "linear"])
+    c = rng.choice([1, 3, 31, 63, 64, 65, 127, 130, 200])
+    o = rng.choice([1, 5, 6, 7, 13, 64, 70])
+    n = rng.choice([1, 2])
+    if kind == "linear":
+        shape = dict(kind=kind, n=n, c=c, o=o, h=1, w=1, k=(1, 1), s=(1, 1), p=(0, 0), oh=1, ow=1)
+    else:
+        k = (rng.randint(1, 4), rng.randint(1, 4))
+        s = (rng.randint(1, 2), rng.randint(1, 3))
+        p = (rng.randint(0, k[0] - 1), rng.randint(0, k[1] - 1))
+        if kind == "transposed":
+            h, w = rng.randint(1, 7), rng.randint(1, 7)
+            oh, ow = (h - 1) * s[0] - 2 * p[0] + k[0], (w - 1) * s[1] - 2 * p[1] + k[1]
+            if oh < 1 or ow < 1:
+                return random_problem(rng, gen)
+        else:
+            h, w = rng.randint(k[0], 12), rng.randint(k[1], 12)
+            oh, ow = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+        shape = dict(kind=kind, n=n, c=c, o=o, h=h, w=w, k=k, s=s, p=p, oh=oh, ow=ow)
+    x = with_special_values(torch.randn(n, c, shape["h"], shape["w"], generator=gen), gen)
+    if kind == "transposed":
+        weight = ops.pack_conv_transpose_weight(torch.randn(c, o, *shape["k"], generator=gen), shape["s"], shape["p"])
+    else:
+        weight = ops.pack_conv_weight(torch.randn(o, c, *shape["k"], generator=gen))
+    scale = torch.rand(o, generator=gen) + 0.01
+    bias = torch.randn(o, generator=gen)
+    rprelu = torch.randn(3, o, generator=gen) if rng.random() < 0.5 else None
+    return shape, x, weight, scale, bias, rprelu
+
+
+def reference(shape, x, weight, scale, bias, rprelu, output):
+    if shape["kind"] == "linear":
+        return ops.binary_linear_reference(x.flatten(1), weight, scale, bias, rprelu, shape["c"], output)
+    if shape["kind"] == "transposed":
+        return ops.binary_conv_transpose2d_reference(x, weight, scale, bias, rprelu, shape["c"], shape["k"],
+                                                     shape["s"], shape["p"], (0, 0), output)
+    return ops.binary_conv2d_reference(x, weight, scale, bias, rprelu, shape["c"], shape["k"], shape["s"],
+                                       shape["p"], output)
+
+
+def run_c_kernel(shape, x, weight, scale, bias, rprelu, output, packed_input=False):
+    lib = kernel_library.load()
+    dims = [shape["n"], shape["c"], shape["h"], shape["w"], shape["o"], shape["oh"], shape["ow"], *shape["k"],
+            *shape["s"], *shape["p"]]
+    like = reference(shape, x, weight, scale, bias, rprelu, output)
+    out = torch.empty(like.shape, dtype=like.dtype)  # NCHW-contiguous, whatever strides conv2d chose
+    xf = None if packed_input else x.contiguous()
+    xp = ops.pack_signs_reference(x).contiguous() if packed_input else None
+    ptr = lambda t: ctypes.c_void_p(t.data_ptr()) if t is not None else None  # noqa: E731
+    err = lib.bidrn_binary_conv((ctypes.c_int64 * 13)(*dims), int(shape["kind"] == "transposed"), ptr(xf), ptr(xp),
+                                ptr(weight.contiguous()), ptr(scale), ptr(bias),
+                                ptr(rprelu.contiguous() if rprelu is not None else None), int(output), ptr(out))
+    assert err is None, err.decode()
+    return out, like
+
+
+X86_AND_SCALAR_PATHS = ["avx512", "avx2", "scalar"]
+
+
+@pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
+def test_kernel_path_is_bit_exact_against_the_reference_on_random_shapes(path):
+    if path not in kernel_library.supported_paths():
+        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    rng, gen = random.Random(path), torch.Generator().manual_seed(7)
+    with kernel_library.using_path(path):
+        for case in range(40):
+            problem = random_problem(rng, gen)
+            for output in ops.Output:
+                got, want = run_c_kernel(*problem, output)
+                # Float outputs compared bit for bit (mul then add on both sides, no FMA).
+                assert torch.equal(got.view(torch.int32) if got.is_floating_point() else got,
+                                   want.view(torch.int32) if want.is_floating_point() else want), \
+                    f"{path} case {case} {problem[0]} output {output.name}"
+            got, want = run_c_kernel(*problem, ops.Output.ACCUMULATOR, packed_input=True)
+            assert torch.equal(got, want), f"{path} case {case} {problem[0]} from packed input"
+
+
+def test_dispatch_picks_the_best_path_the_cpu_supports():
+    supported = kernel_library.supported_paths()
+    assert supported[-1] == "scalar"
+    assert kernel_library.active_path() == supported[0]
+
+
+def test_unknown_kernel_path_is_refused_with_the_available_ones():
+    with pytest.raises(ValueError, match="available"):
+        kernel_library.set_path("sve2")
+
+
+# ---------------------------------------------------------------- ExecuTorch runtime
+
+class LayerChain(torch.nn.Module):
+    """Every op and form once: float in -> conv (RPReLU, packed signs out) -> conv (packed in, float out)
+    -> transposed conv -> pooled -> linear; odd channel counts and padded borders throughout."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.register_buffer("w1", ops.pack_conv_weight(torch.randn(70, 13, 3, 3, generator=g)))
+        self.register_buffer("w2", ops.pack_conv_weight(torch.randn(33, 70, 3, 3, generator=g)))
+        self.register_buffer("w3", ops.pack_conv_transpose_weight(torch.randn(33, 9, 4, 4, generator=g), (2, 2), (1, 1)))
+        self.register_buffer("w4", ops.pack_linear_weight(torch.randn(5, 9, generator=g)))
+        for i, o in enumerate((70, 33, 9, 5), 1):
+            self.register_buffer(f"s{i}", torch.rand(o, generator=g) + 0.1)
+            self.register_buffer(f"b{i}", torch.randn(o, generator=g))
+        self.register_buffer("rp", torch.randn(3, 70, generator=g))
+
+    def forward(self, x):
+        bd = torch.ops.bidrn
+        y = bd.binary_conv2d(x, self.w1, self.s1, self.b1, self.rp, 13, [3, 3], [1, 1], [1, 1], int(ops.Output.PACKED))
+        y = bd.binary_conv2d(y, self.w2, self.s2, self.b2, None, 70, [3, 3], [2, 2], [1, 1])
+        y = bd.binary_conv_transpose2d(y, self.w3, self.s3, self.b3, None, 33, [4, 4], [2, 2], [1, 1], [0, 0])
+        return bd.binary_linear(y.mean(dim=(2, 3)), self.w4, self.s4, self.b4, None, 9)
+
+
+def test_pte_with_the_custom_ops_runs_in_executorch_and_matches_the_reference(tmp_path):
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    model, x = LayerChain().eval(), torch.randn(2, 13, 11, 9, generator=torch.Generator().manual_seed(4))
+    program = to_edge_transform_and_lower(torch.export.export(model, (x,))).to_executorch()
+    ops_in_program = {op.name for plan in program.executorch_program.execution_plan for op in plan.operators}
+    assert {"bidrn::binary_conv2d", "bidrn::binary_conv_transpose2d", "bidrn::binary_linear"} <= ops_in_program
+    (tmp_path / "chain.pte").write_bytes(program.buffer)
+    kernel_library.load()
+    method = Runtime.get().load_program(str(tmp_path / "chain.pte")).load_method("forward")
+    got = method.execute([x])[0]
+    assert torch.equal(got, model(x))
+
+
+def test_loading_the_kernel_library_twice_returns_the_same_handle():
+    assert kernel_library.load() is kernel_library.load()
