@@ -128,3 +128,21 @@ def test_cli_render_writes_four_panels(tmp_path):
 def test_cli_names_a_missing_model_file(tmp_path, capsys):
     assert main(["body", "info", "--model", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+def test_body_compare_draws_both_models_and_reports_joint_offsets(tmp_path):
+    import subprocess
+    import sys
+
+    from bidrn.body.procedural import write_procedural_model
+
+    ref = write_procedural_model(tmp_path / "ref.npz")
+    out = tmp_path / "compare.png"
+    res = subprocess.run([sys.executable, "-m", "bidrn", "body", "compare", "--reference", str(ref), "--out", str(out),
+                          "--size", "64"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    from PIL import Image
+
+    # two rows (model, reference) of four 64 x 48 panels
+    assert Image.open(out).size == (4 * 48, 2 * 64)
+    assert "pelvis" in res.stdout and "left_wrist" in res.stdout

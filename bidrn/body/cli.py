@@ -23,6 +23,14 @@ def add_parser(subparsers) -> None:
     verify.add_argument("--seed", type=int, default=0)
     verify.set_defaults(func=_verify)
 
+    compare = sub.add_parser("compare", help="the same poses on this model and a reference SMPL-X file, side by side")
+    compare.add_argument("--reference", type=Path, required=True,
+                         help="the reference model, e.g. the official SMPLX_NEUTRAL.npz")
+    compare.add_argument("--model", type=Path, help=model_help)
+    compare.add_argument("--out", type=Path, default=Path("compare.png"))
+    compare.add_argument("--size", type=int, default=384, help="height of each panel in pixels")
+    compare.set_defaults(func=_compare)
+
     render = sub.add_parser("render", help="draw the model at rest and in an expressive pose (front and side)")
     render.add_argument("--model", type=Path, help=model_help)
     render.add_argument("--out", type=Path, default=Path("body.png"))
@@ -121,18 +129,44 @@ def body_images(layer, size: int = 512) -> torch.Tensor:
     return render(torch.stack(meshes), layer.faces, colors, camera, supersample=3)
 
 
-def _render(args) -> int:
+def _save_rows(rows: list[torch.Tensor], out: Path) -> None:
+    """Image rows (each N x H x W x C) -> one PNG: the panels of a row side by side, rows stacked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    grid = torch.cat([torch.cat(list(r[..., :3]), dim=1) for r in rows], dim=0).clamp(0, 1).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(out, grid)
+
+
+def _render(args) -> int:
     from . import load_body_model
 
     layer = load_body_model(args.model)
-    images = body_images(layer, args.size)
-    strip = torch.cat(list(images[..., :3]), dim=1).clamp(0, 1).numpy()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(args.out, strip)
+    _save_rows([body_images(layer, args.size)], args.out)
     print(f"wrote {args.out}: rest front, rest side, posed front, posed side ({layer.source})")
+    return 0
+
+
+def rest_joint_offsets(layer, reference) -> dict[str, float]:
+    """Distance (cm) between the two models' rest-pose skeleton joints, pelvis on pelvis, for the 25 body joints."""
+    from .joint_sets import SKELETON_JOINTS
+
+    with torch.no_grad():
+        a, b = layer().joints[0, :25], reference().joints[0, :25]
+    d = ((a - a[:1]) - (b - b[:1])).norm(dim=-1) * 100
+    return dict(zip(SKELETON_JOINTS[:25], d.tolist()))
+
+
+def _compare(args) -> int:
+    from . import load_body_model
+
+    layer, reference = load_body_model(args.model), load_body_model(args.reference)
+    _save_rows([body_images(layer, args.size), body_images(reference, args.size)], args.out)
+    print(f"wrote {args.out}: top {layer.source}; bottom {reference.source} (rest front/side, posed front/side)")
+    print("rest-pose joint offsets, pelvis aligned (cm):")
+    for name, cm in rest_joint_offsets(layer, reference).items():
+        print(f"  {name:16s} {cm:6.1f}")
     return 0

@@ -86,5 +86,6 @@ class ScaledSignWeight(Quantizer):
     name = "scaled_sign"
 
     def forward(self, w, out_dim: int = 0):
-        wb = per_channel_mean_abs(w, out_dim) * sign(w)
-        return w + (wb - w).detach()
+        # straight_through's value is exactly alpha * sign(w) (w - w.detach() is exactly 0), so an accumulator
+        # of exactly 0 keeps its sign and eager matches the exported kernels bit for bit.
+        return straight_through(per_channel_mean_abs(w, out_dim) * sign(w), w, 1.0)

@@ -1,0 +1,142 @@
+"""`bidrn bench model`: whole-model latency and peak memory of .pte files, BiDRN against full precision.
+
+Latency: all programs load in one process (ExecuTorch's threadpool is sized before loading, so each thread
+count gets a fresh process), run ``warmup`` times each, then ``runs`` interleaved rounds (A, B, A, B, ...) so
+that load swings on a shared machine hit every program alike; median and p90 per program.
+Memory: each program in its own fresh process: resident set before loading, after loading, and the peak
+after running (``ru_maxrss``); ``peak_mb`` is the peak above the before-load baseline (interpreter, torch and
+ExecuTorch libraries excluded, the program file, planned activations and delegate workspaces included).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _setup(threads: int):
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    import torch
+
+    from mobile_export import kernel_library
+
+    _unsafe_reset_threadpool(threads)  # before any program loads: resetting later crashes
+    torch.set_num_threads(threads)  # or torch's own threads compete with ExecuTorch's
+    kernel_library.load()
+
+
+def _input_for(method):
+    import torch
+
+    meta = method.metadata.input_tensor_meta(0)
+    return torch.rand(tuple(meta.sizes()), generator=torch.Generator().manual_seed(0))
+
+
+def _time_worker(paths: list[str], threads: int, runs: int, warmup: int) -> list[dict]:
+    _setup(threads)
+    from executorch.runtime import Runtime
+
+    methods = [Runtime.get().load_program(p).load_method("forward") for p in paths]
+    inputs = [_input_for(m) for m in methods]
+    for method, x in zip(methods, inputs):
+        for _ in range(warmup):  # the first executes are 1.3-3x slower
+            method.execute([x])
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(runs):
+        for i, (method, x) in enumerate(zip(methods, inputs)):
+            t0 = time.perf_counter()
+            method.execute([x])
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [{"median_ms": statistics.median(t), "p90_ms": statistics.quantiles(t, n=10)[-1],
+             "min_ms": min(t), "mean_ms": statistics.fmean(t)} for t in times]
+
+
+def _memory_worker(path: str, threads: int) -> dict:
+    _setup(threads)
+    from executorch.runtime import Runtime
+
+    before = _rss_mb()
+    method = Runtime.get().load_program(path).load_method("forward")
+    loaded = _rss_mb()
+    method.execute([_input_for(method)])
+    return {"rss_before_load_mb": before, "load_mb": loaded - before, "peak_mb": _peak_rss_mb() - before}
+
+
+def _worker(*args: str) -> list | dict:
+    mode, threads = args[0], int(args[1])
+    if mode == "time":
+        return _time_worker(list(args[4:]), threads, int(args[2]), int(args[3]))
+    return _memory_worker(args[2], threads)
+
+
+def _child(*args) -> list | dict:
+    cmd = [sys.executable, "-m", "mobile_export.bench_model", *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({' '.join(cmd[3:])}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _model_name(path: Path) -> str:
+    sidecar = Path(str(path) + ".json")
+    return json.loads(sidecar.read_text()).get("model", path.stem) if sidecar.exists() else path.stem
+
+
+def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 3, log=print) -> list[dict]:
+    """One row per .pte: model, bytes, median / p90 / min / mean ms, memory (module docstring).
+
+    With two programs [A, B] (A BiDRN, B the full-precision baseline), A's row also gets ``speedup_vs`` =
+    B median / A median, ``p90_speedup_vs`` likewise, and ``bytes_ratio_vs`` = A bytes / B bytes.
+    """
+    paths = [Path(p) for p in ptes]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such .pte file (make one with `bidrn export NAME --out {p}`)")
+    if runs < 2:
+        raise ValueError(f"runs must be >= 2 for a p90, got {runs}")
+    log(f"timing {', '.join(map(str, paths))}: {warmup} warm-up + {runs} interleaved runs, {threads} thread(s)")
+    timing = _child("time", threads, runs, warmup, *paths)
+    rows = []
+    for p, t in zip(paths, timing):
+        log(f"memory of {p}")
+        rows.append({"pte": str(p), "model": _model_name(p), "bytes": p.stat().st_size, "threads": threads,
+                     "runs": runs, **t, **_child("memory", threads, p)})
+    if len(rows) == 2:
+        a, b = rows
+        a["vs"] = b["pte"]
+        a["speedup_vs"] = b["median_ms"] / a["median_ms"]
+        a["p90_speedup_vs"] = b["p90_ms"] / a["p90_ms"]
+        a["bytes_ratio_vs"] = a["bytes"] / b["bytes"]
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'model':24s} {'MB':>8s} {'median ms':>10s} {'p90 ms':>8s} {'min ms':>8s} {'peak MB':>8s}  ({rows[0]['threads']} "
+             f"thread(s), {rows[0]['runs']} runs)"]
+    for r in rows:
+        lines.append(f"{r['model']:24s} {r['bytes'] / 1e6:8.2f} {r['median_ms']:10.2f} {r['p90_ms']:8.2f} "
+                     f"{r['min_ms']:8.2f} {r['peak_mb']:8.1f}")
+    a = rows[0]
+    if "speedup_vs" in a:
+        lines.append(f"{a['model']} vs {rows[1]['model']}: {a['speedup_vs']:.2f}x faster (median), "
+                     f"{a['p90_speedup_vs']:.2f}x (p90), {100 * a['bytes_ratio_vs']:.1f}% of the bytes")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # Worker mode (used by run): time THREADS RUNS WARMUP PTE... | memory THREADS PTE -> one JSON line.
+    print(json.dumps(_worker(*sys.argv[1:])))

@@ -1,0 +1,642 @@
+"""Export a whole-body network to an ExecuTorch .pte: binary layers on the bidrn:: ops, the rest on XNNPACK.
+
+    export_pte("bidrn", "out/export/bidrn.pte")            # a registered name (random init, seeded)
+    export_pte(model, "model.pte", int8=True)               # a WholeBodyNet; --int8: PT2E for XNNPACK
+
+The stages, each inspectable (ExecuTorch's export -> lower -> to_executorch -> save):
+
+1. ``convert_binary_layers``: every BinaryConv2d / BinaryConvTranspose2d / BinaryLinear becomes a
+   :class:`PackedBinaryLayer` calling the bidrn:: op with its weights packed once (1 bit per weight) and
+   alpha_o (eq. 4) as the epilogue's scale. What follows the layer is folded into the epilogue where that is
+   exact: a BatchNorm (scale and bias), then a ReLU / PReLU / RPReLU (eq. 6). In an LCR module
+   BN(RPReLU(bconv(a_f)) + residual) the BN sits after the add and cannot fold into the scale, so the op's
+   epilogue takes the residual and the BN as a post-affine: each LCR module becomes one op (FUR's k branches
+   one C -> kC op, FDR a chain of k ops). Where the next consumer is only another binary layer (BoxNet
+   deconv1 -> BN -> deconv2), the layer emits packed signs instead of floats. A layer the op cannot express
+   raises :class:`UnsupportedLayerError` naming it.
+2. ``torch.export`` of the image -> outputs forward (body model included when attached).
+3. ``--int8``: torchao's PT2E flow with XNNPACKQuantizer on the full-precision convs, transposed convs and
+   linears of the network (the bidrn:: ops stay 1-bit; the SMPL-X layer stays float32).
+4. ``to_edge_transform_and_lower`` with the XNNPACK partitioner; what XNNPACK does not take (grid_sample,
+   upsampling, soft-argmax reductions, the bidrn:: ops) runs on ExecuTorch's portable kernels / our library.
+
+A ``<out>.json`` sidecar holds the report (output names in program order, sizes, fusions) for runtimes and
+``bidrn bench model``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
+from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
+from mobile_export import ops
+
+# Activation quantizers whose forward is exactly eq. 1's sign (their backward differs, which export ignores).
+SIGN_QUANTIZERS: tuple[type, ...] = (PiecewiseQuadraticSign, SteSign)
+# |W_q| may differ from alpha_o by float rounding: ScaledSignWeight returns w + (alpha sign(w) - w).
+ALPHA_RTOL = 1e-5
+
+
+def _sign_quantizer_types() -> tuple[type, ...]:
+    from bidrn.nn.baselines import FourierSign  # sign forward, a Fourier-series backward
+
+    return SIGN_QUANTIZERS + (FourierSign,)
+
+
+class ExportError(ValueError):
+    """The network could not be exported; the message says which one and at which stage."""
+
+
+class UnsupportedLayerError(ExportError):
+    """A layer the bidrn:: ops cannot run exactly; the message names the layer and the reason."""
+
+    def __init__(self, name: str, layer: nn.Module, reason: str):
+        super().__init__(f"cannot export layer {name!r} ({type(layer).__name__}): {reason}")
+        self.layer_name, self.reason = name, reason
+
+
+# ---------------------------------------------------------------- the replacement layer
+
+class PackedBinaryLayer(nn.Module):
+    """A binary layer as the exported program runs it: one bidrn:: op with packed weights.
+
+    y = epilogue(scale * acc + bias), acc the integer sign(x) . sign(W) sum (eq. 5), epilogue an optional
+    RPReLU (beta, gamma, zeta rows of ``rprelu``), then + ``residual`` (a forward argument) and the ``post``
+    affine (scale, bias rows); ``output`` is ops.Output (float, int32 accumulator, packed).
+    x may be float NCHW / B x F or packed signs from a previous PackedBinaryLayer.
+    """
+
+    def __init__(self, kind: str, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                 in_channels: int, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), output_padding=(0, 0)):
+        super().__init__()
+        self.kind, self.in_channels = kind, in_channels
+        self.kernel_size, self.stride = list(kernel_size), list(stride)
+        self.padding, self.output_padding = list(padding), list(output_padding)
+        self.output = ops.Output.FLOAT
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale.float().contiguous())
+        self.register_buffer("bias", bias.float().contiguous())
+        self.register_buffer("rprelu", None)
+        self.register_buffer("post", None)
+        self.folded: list[str] = []
+
+    @property
+    def out_channels(self) -> int:
+        return self.scale.numel()
+
+    def set_rprelu(self, beta: torch.Tensor, gamma: torch.Tensor, zeta: torch.Tensor) -> None:
+        params = torch.stack([p.detach().float().expand(self.out_channels) for p in (beta, gamma, zeta)])
+        self.register_buffer("rprelu", params.contiguous())
+
+    def set_post(self, bn: nn.BatchNorm2d) -> None:
+        """The BN after a residual add, applied in the epilogue after it: y = (RPReLU(.) + residual) s + t."""
+        self.register_buffer("post", torch.stack(batch_norm_affine(bn)).float().contiguous())
+        self.folded.append("residual+bn")
+
+    def forward(self, x, residual=None):
+        tail = (int(self.output), residual, self.post)
+        if self.kind == "linear":
+            return torch.ops.bidrn.binary_linear(x, self.weight, self.scale, self.bias, self.rprelu,
+                                                 self.in_channels, *tail)
+        if self.kind == "conv_transpose":
+            return torch.ops.bidrn.binary_conv_transpose2d(
+                x, self.weight, self.scale, self.bias, self.rprelu, self.in_channels, self.kernel_size,
+                self.stride, self.padding, self.output_padding, *tail)
+        return torch.ops.bidrn.binary_conv2d(x, self.weight, self.scale, self.bias, self.rprelu, self.in_channels,
+                                             self.kernel_size, self.stride, self.padding, *tail)
+
+    def extra_repr(self) -> str:
+        fused = f", folded={'+'.join(self.folded)}" if self.folded else ""
+        return (f"{self.kind}, {self.in_channels} -> {self.out_channels}, k={self.kernel_size}, s={self.stride}, "
+                f"p={self.padding}, output={ops.Output(self.output).name}{fused}")
+
+
+def _alpha(name: str, layer: BinaryLayer) -> torch.Tensor:
+    """alpha_o from the layer's quantized weights, checked to be alpha_o * sign(W_o) (eq. 4)."""
+    with torch.no_grad():
+        wq = layer.quantized_weight().detach()
+    magnitude = wq.abs().movedim(layer.weight_out_dim, 0).flatten(1)  # O x n
+    alpha = magnitude.mean(dim=1)
+    spread = (magnitude - alpha[:, None]).abs().max(dim=1).values
+    bad = spread > ALPHA_RTOL * alpha.clamp_min(torch.finfo(alpha.dtype).tiny)
+    if bad.any():
+        o = int(bad.nonzero()[0])
+        raise UnsupportedLayerError(name, layer, f"its {layer.weight_quantizer.name} weights are not "
+                                    f"alpha_o * sign(W_o): output channel {o} has magnitudes from "
+                                    f"{magnitude[o].min():.4g} to {magnitude[o].max():.4g}; the bidrn:: ops take one "
+                                    "scale per output channel")
+    return alpha
+
+
+def _check_layer(name: str, layer: nn.Module) -> None:
+    if type(layer) not in (BinaryConv2d, BinaryConvTranspose2d, BinaryLinear):
+        raise UnsupportedLayerError(name, layer, "its forward is not the plain binary layer's "
+                                    "(e.g. XNOR-Net's activation scale K); export supports BinaryConv2d, "
+                                    "BinaryConvTranspose2d and BinaryLinear with a sign input quantizer")
+    if not isinstance(layer.input_quantizer, _sign_quantizer_types()):
+        raise UnsupportedLayerError(name, layer, f"its input quantizer {layer.input_quantizer.name!r} is not "
+                                    "eq. 1's sign(x) (e.g. a learnable threshold or a multi-level activation); "
+                                    "the bidrn:: ops binarize their input with sign(x), sign(0) = +1")
+    if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+        if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or layer.padding_mode != "zeros":
+            raise UnsupportedLayerError(name, layer, f"groups={layer.groups}, dilation={tuple(layer.dilation)}, "
+                                        f"padding_mode={layer.padding_mode!r}; the bidrn:: ops support groups=1, "
+                                        "dilation 1 and zero padding only")
+        if isinstance(layer.padding, str):
+            raise UnsupportedLayerError(name, layer, f"padding={layer.padding!r}; give explicit integer padding")
+
+
+def pack_layer(name: str, layer: nn.Module) -> PackedBinaryLayer:
+    """The PackedBinaryLayer computing exactly what ``layer`` computes in eval mode (before any folding)."""
+    _check_layer(name, layer)
+    alpha = _alpha(name, layer)
+    w = layer.weight.detach()
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(alpha)
+    if isinstance(layer, BinaryLinear):
+        return PackedBinaryLayer("linear", ops.pack_linear_weight(w), alpha, bias, layer.in_features)
+    if isinstance(layer, BinaryConvTranspose2d):
+        packed = ops.pack_conv_transpose_weight(w, layer.stride, layer.padding)
+        return PackedBinaryLayer("conv_transpose", packed, alpha, bias, layer.in_channels, layer.kernel_size,
+                                 layer.stride, layer.padding, layer.output_padding)
+    return PackedBinaryLayer("conv", ops.pack_conv_weight(w), alpha, bias, layer.in_channels, layer.kernel_size,
+                             layer.stride, layer.padding)
+
+
+# ---------------------------------------------------------------- folding
+
+def batch_norm_affine(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BN as y = s x + t per channel: s = gamma / sqrt(var + eps), t = beta - s mean."""
+    s = 1 / torch.sqrt(bn.running_var + bn.eps)  # as ATen's inference BN
+    if bn.affine:
+        s = bn.weight.detach() * s
+    t = (bn.bias.detach() if bn.affine else 0) - s * bn.running_mean
+    return s, t
+
+
+def fold_batch_norm(packed: PackedBinaryLayer, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> None:
+    """BN(scale * acc + bias) = (s scale) acc + (s bias + t) with BN = s x + t (:func:`batch_norm_affine`)."""
+    if packed.rprelu is not None:
+        raise ValueError("fold the batch norm before the activation")
+    s, t = batch_norm_affine(bn)
+    packed.scale = (s * packed.scale).float().contiguous()
+    packed.bias = (s * packed.bias + t).float().contiguous()
+    packed.folded.append("bn")
+
+
+def fold_activation(packed: PackedBinaryLayer, act: nn.Module) -> bool:
+    """Fold a ReLU / PReLU / RPReLU that follows the layer into its RPReLU epilogue; False if not foldable."""
+    o = packed.out_channels
+    zeros = torch.zeros(o)
+    if packed.rprelu is not None:
+        return False
+    if type(act) is nn.ReLU:  # RPReLU with beta = gamma = zeta = 0 is max(y, 0) (negative y -> -0.0 + 0 = 0)
+        packed.set_rprelu(zeros, zeros, zeros)
+    elif type(act) is nn.PReLU and act.weight.numel() in (1, o):
+        packed.set_rprelu(act.weight.detach(), zeros, zeros)
+    elif type(act) is RPReLU and act.channel_dim in (1, -1):
+        packed.set_rprelu(act.beta, act.gamma, act.zeta)
+    else:
+        return False
+    packed.folded.append(type(act).__name__.lower())
+    return True
+
+
+class ChannelAffine(nn.Module):
+    """An eval-mode BatchNorm as x * s + t per channel (the same two roundings as ATen's inference BN).
+
+    XNNPACK would lower a BN that no conv precedes (LCR's BN after the residual add) to a 1 x 1 depthwise conv,
+    which needs NHWC and so a layout copy at each boundary with a bidrn:: op; a broadcast mul + add runs in
+    NCHW and joins the elementwise partition around it."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        s, t = batch_norm_affine(bn)
+        self.register_buffer("s", s.float().view(1, -1, 1, 1).contiguous())
+        self.register_buffer("t", t.float().view(1, -1, 1, 1).contiguous())
+
+    def forward(self, x):
+        return x * self.s + self.t
+
+
+class EvenAvgPool(nn.Module):
+    """LCR's 2 x 2 average-pool residual (ceil_mode, count_include_pad=False) as a plain 2 x 2 pool where the
+    input size is even, which is then exactly the same and XNNPACK takes it (it rejects ceil_mode)."""
+
+    def __init__(self, pool: nn.AvgPool2d):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x):
+        if x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:  # static shapes: decided at export
+            return torch.nn.functional.avg_pool2d(x, 2)
+        return self.pool(x)
+
+
+class FusedLCR(nn.Module):
+    """BaseLCR / DScR (eq. 7-8) as one op: BN(RPReLU(bconv(a_f)) + residual(a_f)) all in the epilogue."""
+
+    def __init__(self, lcr):
+        super().__init__()
+        self.pre_act, self.residual, self.conv = lcr.pre_act, lcr.branch.residual, lcr.branch.conv
+        self.conv.set_post(lcr.bn)
+
+    def forward(self, x):
+        a_f = self.pre_act(x)
+        return self.conv(a_f, self.residual(a_f))
+
+
+class FusedFUR(nn.Module):
+    """FUR / DSaR (eq. 9) as one op: the k C -> C branches read the same a_f, so they are one C -> kC conv
+    whose output channel i C + c adds residual channel c; the BN after the concat goes in the epilogue."""
+
+    def __init__(self, fur):
+        super().__init__()
+        convs = [b.conv for b in fur.branches]
+        first = convs[0]
+        self.pre_act, self.residual = fur.pre_act, fur.branches[0].residual
+        self.conv = PackedBinaryLayer(first.kind, torch.cat([c.weight for c in convs]),
+                                      torch.cat([c.scale for c in convs]), torch.cat([c.bias for c in convs]),
+                                      first.in_channels, first.kernel_size, first.stride, first.padding)
+        self.conv.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
+        self.conv.folded = list(first.folded)
+        self.conv.set_post(fur.bn)
+
+    def forward(self, x):
+        a_f = self.pre_act(x)
+        return self.conv(a_f, self.residual(a_f))
+
+
+class FusedFDR(nn.Module):
+    """FDR (eq. 10) as a chain of ops: sum_i (RPReLU_i(bconv_i(c_i)) + c_i) = S + sum_i RPReLU_i(...), with
+    S = sum_i c_i, so op i takes op i-1's output as its residual and the last applies the BN."""
+
+    def __init__(self, fdr):
+        super().__init__()
+        self.pre_act, self.k = fdr.pre_act, fdr.k
+        self.convs = nn.ModuleList(b.conv for b in fdr.branches)
+        self.convs[-1].set_post(fdr.bn)
+
+    def forward(self, x):
+        chunks = torch.chunk(self.pre_act(x), self.k, dim=1)
+        out = chunks[0]
+        for chunk in chunks[1:]:
+            out = out + chunk
+        for conv, chunk in zip(self.convs, chunks):
+            out = conv(chunk, out)
+        return out
+
+
+def _fusable_lcr(module: nn.Module) -> bool:
+    from bidrn.nn.lcr import FDR, FUR, BaseLCR
+
+    if not isinstance(module, BaseLCR | FUR | FDR) or type(module.bn) is not nn.BatchNorm2d:
+        return False
+    branches = [module.branch] if isinstance(module, BaseLCR) else list(module.branches)
+    if not all(isinstance(b.conv, PackedBinaryLayer) and b.conv.rprelu is not None and type(b.act) is nn.Identity
+               for b in branches):
+        return False
+    if isinstance(module, FUR):  # one residual for all branches, and a merged conv needs equal shapes
+        return len({type(b.residual) for b in branches}) == 1
+    if isinstance(module, FDR):
+        return all(type(b.residual) is nn.Identity for b in branches)
+    return True
+
+
+def _fuse_lcr_modules(model: nn.Module, stats: "ConversionStats") -> None:
+    from bidrn.nn.lcr import FDR, FUR
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if _fusable_lcr(child):
+                fused = FusedFDR(child) if isinstance(child, FDR) else FusedFUR(child) if isinstance(
+                    child, FUR) else FusedLCR(child)
+                setattr(parent, child_name, fused)
+                stats.fused_lcr += 1
+
+
+def _is_bn(m: nn.Module) -> bool:
+    return type(m) in (nn.BatchNorm1d, nn.BatchNorm2d) and m.track_running_stats
+
+
+@dataclass
+class ConversionStats:
+    binary_layers: int = 0
+    folded_bn: int = 0
+    folded_activation: int = 0
+    packed_links: int = 0  # layers emitting packed signs straight into the next binary layer
+    fused_lcr: int = 0  # LCR modules run with their residual add and BN in the binary op's epilogue
+    binary_weight_bytes: int = 0
+
+
+def _fold_sequential(seq: nn.Sequential, stats: ConversionStats) -> None:
+    """Within a Sequential: fold [BN] [ReLU/PReLU/RPReLU] after each packed layer into it; pass packed signs
+    when the next non-identity module is another binary layer (nothing else reads a Sequential's inner output)."""
+    children = list(seq.named_children())
+    previous: PackedBinaryLayer | None = None
+    for i, (name, child) in enumerate(children):
+        if isinstance(child, PackedBinaryLayer):
+            if previous is not None and child.kind != "linear":
+                previous.output = ops.Output.PACKED
+                stats.packed_links += 1
+            previous = child
+            continue
+        if type(child) is nn.Identity:
+            continue
+        if previous is not None and _is_bn(child) and previous.rprelu is None and "bn" not in previous.folded:
+            fold_batch_norm(previous, child)
+            seq[i] = nn.Identity()
+            stats.folded_bn += 1
+            continue
+        if previous is not None and fold_activation(previous, child):
+            seq[i] = nn.Identity()
+            stats.folded_activation += 1
+            continue
+        previous = None
+
+
+def _replace_modules(model: nn.Module, stats: ConversionStats) -> None:
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, BinaryLayer):
+                packed = pack_layer(full, child)
+                stats.binary_layers += 1
+                stats.binary_weight_bytes += packed.weight.numel() * 8
+                setattr(module, child_name, packed)
+
+
+def convert_binary_layers(model: nn.Module, fuse_lcr: bool = True) -> ConversionStats:
+    """In place (on an eval-mode model): binary layers -> PackedBinaryLayer, epilogues folded where exact;
+    with ``fuse_lcr`` whole LCR modules become one op (or a chain of ops for FDR) each."""
+    from bidrn.nn.lcr import FDR, FUR, BaseLCR, PlainBinaryConv, _ResidualBranch
+
+    if any(m.training for m in model.modules()):
+        raise ValueError("convert an eval-mode model (BN running statistics): call model.eval() first")
+    stats = ConversionStats()
+    _replace_modules(model, stats)
+    for name, module in model.named_modules():
+        if isinstance(module, _ResidualBranch) and isinstance(module.conv, PackedBinaryLayer):
+            # RPReLU(bconv(a_f)) + residual(a_f): the RPReLU folds; the LCR's BN sits after the add and does not.
+            if fold_activation(module.conv, module.act):
+                module.act = nn.Identity()
+                stats.folded_activation += 1
+            if type(module.residual) is nn.AvgPool2d and module.residual.kernel_size == 2:
+                module.residual = EvenAvgPool(module.residual)
+        elif isinstance(module, PlainBinaryConv) and isinstance(module.conv, PackedBinaryLayer):
+            fold_batch_norm(module.conv, module.bn)
+            module.bn = nn.Identity()
+            stats.folded_bn += 1
+        elif isinstance(module, nn.Sequential):
+            _fold_sequential(module, stats)
+    if fuse_lcr:
+        _fuse_lcr_modules(model, stats)
+    for module in model.modules():
+        if isinstance(module, BaseLCR | FUR | FDR) and type(module.bn) is nn.BatchNorm2d:
+            module.bn = ChannelAffine(module.bn)
+    return stats
+
+
+# ---------------------------------------------------------------- export
+
+@dataclass
+class ExportReport:
+    model: str
+    path: str
+    bytes: int
+    int8: bool
+    input_shape: list[int]
+    outputs: list[str]  # program outputs in order (the forward's dict keys)
+    output_shapes: dict[str, list[int]]
+    body_model: bool
+    export_seconds: float
+    stats: dict = field(default_factory=dict)
+    ops_outside_xnnpack: dict[str, int] = field(default_factory=dict)
+    reference: dict | None = None  # the full-precision twin's .pte: path, bytes, ratio
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        mb = self.bytes / 1e6
+        lines = [f"{self.model} -> {self.path}: {self.bytes} bytes ({mb:.2f} MB), "
+                 f"{'int8' if self.int8 else 'fp32'} XNNPACK + {self.stats.get('binary_layers', 0)} bidrn:: layers, "
+                 f"exported in {self.export_seconds:.1f} s"]
+        if self.reference:
+            lines.append(f"full-precision twin {self.reference['model']}: {self.reference['bytes']} bytes; "
+                         f"ratio {self.reference['ratio']:.3f} ({100 * self.reference['ratio']:.1f}%)")
+        s = self.stats
+        lines.append(f"folded: {s.get('folded_bn', 0)} BN, {s.get('folded_activation', 0)} activations; "
+                     f"{s.get('packed_links', 0)} packed-sign links; binary weights "
+                     f"{s.get('binary_weight_bytes', 0) / 1e6:.2f} MB")
+        if self.ops_outside_xnnpack:
+            lines.append("outside XNNPACK: " + ", ".join(f"{k} x{v}" for k, v in
+                                                         sorted(self.ops_outside_xnnpack.items())))
+        return "\n".join(lines)
+
+
+def load_model(name_or_path: str | nn.Module, model_name: str | None = None) -> nn.Module:
+    """A registered name (random init, seed 0), a run folder, a .safetensors or a checkpoint.pt."""
+    if isinstance(name_or_path, nn.Module):
+        return name_or_path
+    from bidrn.models.registry import REGISTRY, create_model
+
+    if str(name_or_path) in REGISTRY:
+        torch.manual_seed(0)
+        return create_model(str(name_or_path))
+    path = Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{name_or_path!r} is neither a registered model name ({', '.join(REGISTRY)}) "
+                                "nor a run folder / model.safetensors / checkpoint.pt")
+    from bidrn.train.cli import load_trained
+
+    return load_trained(path, model_name)
+
+
+def full_precision_twin(cfg):
+    """The full-precision Hand4Whole of the same architecture (widths, blocks, input sizes)."""
+    from dataclasses import replace
+
+    enc = {part: replace(getattr(cfg, part), method="fp", prune=0.0) for part in ("body", "hand", "face")}
+    name = "hand4whole" + ("-tiny" if cfg.name.endswith("-tiny") else "")
+    return replace(cfg, name=name, boxnet="fp", paper=None, description="full-precision twin", **enc)
+
+
+def example_image(cfg, seed: int = 0, batch: int = 1) -> torch.Tensor:
+    """B x 3 x H x W in [0, 1]: a deterministic input for export, calibration and checks."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, *cfg.input_size, generator=g)
+
+
+def _quantize_int8(program: torch.export.ExportedProgram, calibration: list[torch.Tensor]) -> nn.Module:
+    """PT2E static int8 (per-channel weights) on the network's full-precision Conv2d, ConvTranspose2d and
+    Linear modules (where the MACs are); the bidrn:: ops are not annotated and stay 1-bit, and the SMPL-X
+    layer (no such modules) stays float32. Annotating everything (set_global) also quantizes elementwise ops,
+    and XNNPACK's ChannelsLastTaggedReshapePass then fails on this graph ("KeyError: 'val'")."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer, config = XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True)
+    for module_type in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear):
+        quantizer.set_module_type(module_type, config)
+    prepared = prepare_pt2e(program.module(), quantizer)
+    for img in calibration:
+        prepared(img)
+    return convert_pt2e(prepared)
+
+
+def _ops_outside_delegate(edge_program) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in edge_program.graph.nodes:
+        if node.op == "call_function" and "executorch_call_delegate" not in str(node.target) \
+                and node.target.__name__ != "getitem":
+            name = str(node.target).split(".")[1] if "." in str(node.target) else str(node.target)
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _export_program(module: nn.Module, x: torch.Tensor | tuple, name: str, log) -> torch.export.ExportedProgram:
+    log("torch.export")
+    try:
+        with torch.no_grad():
+            return torch.export.export(module, x if isinstance(x, tuple) else (x,), strict=False)
+    except Exception as exc:  # an exporter traceback helps nobody who runs `bidrn export`
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.export of {name} failed: {first} (run export_pte from Python for the full "
+                          "chain)") from exc
+
+
+def drop_unit_reductions(program: torch.export.ExportedProgram) -> int:
+    """Rewrite sums over dims of size 1 as reshapes (exact), in place; returns how many.
+
+    RoIAlign sums its sampling grid away (K x C x oh x G x ow x G -> K x C x oh x ow); at the export grid
+    G = 1 the sum is a copy, but ExecuTorch's portable sum walks it element by element (5.7 ms of bidrn-tiny's
+    17 ms before this rewrite)."""
+    graph, count = program.graph_module.graph, 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.sum.dim_IntList or node.kwargs:
+            continue
+        source, dims = node.args[0], node.args[1]
+        shape = source.meta["val"].shape
+        if dims and all(shape[d] == 1 for d in dims):
+            with graph.inserting_before(node):
+                view = graph.call_function(torch.ops.aten.reshape.default, (source, list(node.meta["val"].shape)))
+            view.meta = dict(node.meta)
+            node.replace_all_uses_with(view)
+            graph.erase_node(node)
+            count += 1
+    program.graph_module.recompile()
+    return count
+
+
+def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Tensor | tuple,
+                 out: str | Path) -> dict[str, int]:
+    """XNNPACK partition -> ExecuTorch program -> ``out``; returns the ops left outside XNNPACK.
+    A module is exported first with example input(s) ``x``."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if isinstance(program, nn.Module):
+        program = _export_program(program, x, type(program).__name__, lambda msg: None)
+    drop_unit_reductions(program)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    outside = _ops_outside_delegate(edge.exported_program().graph_module)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(edge.to_executorch().buffer)
+    return outside
+
+
+def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True) -> tuple[nn.Module, ConversionStats]:
+    """An eval copy of the network with the body model attached (default layer if True) and binary layers
+    converted."""
+    model = copy.deepcopy(model).eval()
+    if body_model is True and model.body_model is None:
+        from bidrn.body import load_body_model
+
+        model.attach_body_model(load_body_model())
+    elif body_model is False:
+        model.attach_body_model(None)
+    elif isinstance(body_model, nn.Module):
+        model.attach_body_model(body_model)
+    stats = convert_binary_layers(model.eval())
+    return model, stats
+
+
+def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = False, body_model: bool | nn.Module = True,
+               reference: str | Path | None = None, calibration_images: int = 4,
+               model_name: str | None = None, log=lambda msg: None) -> ExportReport:
+    """Export to ``out`` (.pte) and write ``out``.json; returns the report.
+
+    reference: a full-precision .pte to compare bytes with; exported from :func:`full_precision_twin` if the
+    file does not exist yet (cache it under an ignored folder such as out/export/).
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    net = load_model(model_or_name, model_name)
+    cfg = net.cfg
+    log(f"converting {cfg.name}")
+    model, stats = prepare_for_export(net, body_model)
+    x = example_image(cfg)
+    with torch.no_grad():
+        eager = model(x)
+    program = _export_program(model, x, cfg.name, log)
+    if int8:
+        log("int8: PT2E calibration")
+        calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
+        program = _export_program(_quantize_int8(program, calib), x, cfg.name, log)
+    log("lowering to XNNPACK")
+    outside = save_program(program, x, out)
+    report = ExportReport(
+        model=cfg.name, path=str(out), bytes=out.stat().st_size, int8=int8, input_shape=list(x.shape),
+        outputs=list(eager), output_shapes={k: list(v.shape) for k, v in eager.items()},
+        body_model=model.body_model is not None, export_seconds=time.perf_counter() - start,
+        stats=asdict(stats), ops_outside_xnnpack=outside)
+    if reference is not None:
+        report.reference = _reference_size(cfg, Path(reference), body_model, log)
+        report.reference["ratio"] = report.bytes / report.reference["bytes"]
+    Path(str(out) + ".json").write_text(json.dumps(report.to_dict(), indent=1))
+    return report
+
+
+def _reference_size(cfg, path: Path, body_model, log) -> dict:
+    twin = full_precision_twin(cfg)
+    if not path.exists():
+        from bidrn.models.registry import create_model
+
+        log(f"exporting the full-precision twin {twin.name} to {path}")
+        torch.manual_seed(0)
+        export_pte(create_model(twin), path, body_model=body_model, log=log)
+    return {"model": twin.name, "path": str(path), "bytes": path.stat().st_size}
+
+
+# ---------------------------------------------------------------- running
+
+def load_program(path: str | Path):
+    """(forward method, output names) of a .pte in ExecuTorch's Python runtime, our kernel library loaded."""
+    from executorch.runtime import Runtime
+
+    from mobile_export import kernel_library
+
+    kernel_library.load()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such .pte file (make one with `bidrn export NAME --out {path}`)")
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    sidecar = Path(str(path) + ".json")
+    names = json.loads(sidecar.read_text())["outputs"] if sidecar.exists() else None
+    return method, names
+
+
+def run_pte(path: str | Path, img: torch.Tensor) -> dict[str, torch.Tensor] | list[torch.Tensor]:
+    """Run a .pte once: a dict by output name where the sidecar .json exists, else the output list."""
+    method, names = load_program(path)
+    outputs = method.execute([img])
+    return dict(zip(names, outputs)) if names else list(outputs)
