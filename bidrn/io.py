@@ -20,6 +20,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a written artefact is an ordinary shareable file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
