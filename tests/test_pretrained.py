@@ -1,6 +1,5 @@
 """The shipped default weights load offline and reach the MPVPE their model card states."""
 import re
-from pathlib import Path
 
 import pytest
 import torch

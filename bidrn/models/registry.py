@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from bidrn.models.config import LCR_MODULES, EncoderConfig, ModelConfig, PaperRow
+from bidrn.models.config import EncoderConfig, ModelConfig, PaperRow
 
 BASELINE_NAMES = ("bnn", "xnor", "dorefa", "bireal", "reactnet", "recu", "fda")
 
@@ -23,9 +23,8 @@ def _all_encoders(cfg: ModelConfig, **kw) -> ModelConfig:
 
 
 def _bidrn(name: str, paper: PaperRow | None, boxnet: str = "binary", description: str = "", **enc) -> ModelConfig:
-    cfg = _all_encoders(replace(_FP, name=name, boxnet=boxnet, paper=paper, description=description),
-                        method="bidrn", **enc)
-    return cfg
+    return _all_encoders(replace(_FP, name=name, boxnet=boxnet, paper=paper, description=description),
+                         method="bidrn", **enc)
 
 
 def _paper_configs() -> list[ModelConfig]:
@@ -94,7 +93,6 @@ def _build_registry() -> dict[str, ModelConfig]:
 
 
 REGISTRY: dict[str, ModelConfig] = _build_registry()
-PAPER_LCR = LCR_MODULES
 
 
 def list_models(paper_only: bool = False) -> list[str]:
