@@ -3,6 +3,10 @@
 Latency: all programs load in one process (ExecuTorch's threadpool is sized before loading, so each thread
 count gets a fresh process), run ``warmup`` times each, then ``runs`` interleaved rounds (A, B, A, B, ...) so
 that load swings on a shared machine hit every program alike; median and p90 per program.
+Profile (``bidrn bench profile``): one program loaded with ExecuTorch's event tracer (ETDump); per event the
+median over the runs, summed by kind: XNNPACK operators by name ("Convolution (NHWC, F32) IGEMM"), portable
+kernels ("portable grid_sampler_2d"), and the bidrn:: ops by geometry ("bidrn::binary_conv2d 3x3/1 64->64
+64x48 +res"), each with its share of the whole execute.
 Memory: each program in its own fresh process: resident set before loading, after loading, and the peak
 after running (``ru_maxrss``); ``peak_mb`` is the peak above the before-load baseline (interpreter, torch and
 ExecuTorch libraries excluded, the program file, planned activations and delegate workspaces included).
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -76,10 +81,76 @@ def _memory_worker(path: str, threads: int) -> dict:
     return {"rss_before_load_mb": before, "load_mb": loaded - before, "peak_mb": _peak_rss_mb() - before}
 
 
+_WRAPPERS = {"OPERATOR_CALL", "DELEGATE_CALL", "Method::execute"}
+
+
+def _event_kind(name: str, delegated: bool) -> tuple[str, str] | None:
+    """(kind, group) of an ETDump event, or None for the wrappers that contain other events."""
+    if name in _WRAPPERS or (name.startswith("bidrn::") and name.endswith(".out")):
+        return None
+    if name.startswith("bidrn::"):
+        return "bidrn", name
+    if delegated:
+        return "xnnpack", re.sub(r" #\d+$", "", name)
+    if name.startswith("native_call_"):
+        return "portable", "portable " + name[len("native_call_"):].split(".")[0]
+    return "other", name
+
+
+def _profile_worker(path: str, threads: int, runs: int, warmup: int) -> dict:
+    _setup(threads)
+    import tempfile
+
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings import portable_lib
+
+    module = portable_lib._load_for_executorch(path, enable_etdump=True, debug_buffer_size=0)
+    x = _input_for_shape(module.method_meta("forward").input_tensor_meta(0).sizes())
+    for _ in range(warmup):
+        module.forward([x])
+    with tempfile.TemporaryDirectory(prefix="bidrn-profile-") as tmp:
+        # The tracer keeps every run since loading; the warm-up runs are dropped below by position.
+        for _ in range(runs):
+            module.forward([x])
+        etdump = Path(tmp) / "run.etdp"
+        module.write_etdump_result_to_file(str(etdump))
+        inspector = Inspector(etdump_path=str(etdump))
+    block = [b for b in inspector.event_blocks if b.name == "Execute"][-1]
+    groups: dict[tuple[str, str], list[float]] = {}
+    execute_ms = 0.0
+    for event in block.events:
+        raw = list(event.perf_data.raw)[warmup:] if event.perf_data else []
+        if not raw:
+            continue
+        ms = statistics.median(raw)
+        if event.name == "Method::execute":
+            execute_ms = ms
+        key = _event_kind(event.name, bool(event.is_delegated_op))
+        if key is not None:
+            groups.setdefault(key, [0.0, 0])
+            groups[key][0] += ms
+            groups[key][1] += 1
+    rows = [{"kind": k, "event": g, "ms": v[0], "count": v[1], "share": v[0] / execute_ms if execute_ms else 0.0}
+            for (k, g), v in sorted(groups.items(), key=lambda kv: -kv[1][0])]
+    kinds = {}
+    for r in rows:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + r["ms"]
+    return {"pte": path, "threads": threads, "runs": runs, "execute_ms": execute_ms, "by_kind_ms": kinds,
+            "events": rows}
+
+
+def _input_for_shape(sizes):
+    import torch
+
+    return torch.rand(tuple(sizes), generator=torch.Generator().manual_seed(0))
+
+
 def _worker(*args: str) -> list | dict:
     mode, threads = args[0], int(args[1])
     if mode == "time":
         return _time_worker(list(args[4:]), threads, int(args[2]), int(args[3]))
+    if mode == "profile":
+        return _profile_worker(args[4], threads, int(args[2]), int(args[3]))
     return _memory_worker(args[2], threads)
 
 
@@ -124,6 +195,33 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
     return rows
 
 
+def profile(pte: str | Path, threads: int = 1, runs: int = 10, warmup: int = 3) -> dict:
+    """Where one program's time goes (module docstring): execute_ms, by_kind_ms (bidrn / xnnpack / portable /
+    other) and events, one row per group with ms (sum of per-event medians), count and share."""
+    p = Path(pte)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such .pte file (make one with `bidrn export NAME --out {p}`)")
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    return _child("profile", threads, runs, warmup, p)
+
+
+def format_profile(result: dict, top: int = 25) -> str:
+    total = result["execute_ms"]
+    kinds = ", ".join(f"{k} {ms:.1f} ms ({100 * ms / total:.0f}%)" for k, ms in
+                      sorted(result["by_kind_ms"].items(), key=lambda kv: -kv[1]))
+    lines = [f"{result['pte']}: {total:.2f} ms per execute (median of {result['runs']} runs, "
+             f"{result['threads']} thread(s)); {kinds}",
+             f"{'ms':>8s} {'share':>6s} {'n':>4s}  event"]
+    for r in result["events"][:top]:
+        lines.append(f"{r['ms']:8.2f} {100 * r['share']:5.1f}% {r['count']:4d}  {r['event']}")
+    if len(result["events"]) > top:
+        rest = result["events"][top:]
+        lines.append(f"{sum(r['ms'] for r in rest):8.2f} {100 * sum(r['share'] for r in rest):5.1f}% "
+                     f"{sum(r['count'] for r in rest):4d}  ({len(rest)} more groups)")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'model':24s} {'MB':>8s} {'median ms':>10s} {'p90 ms':>8s} {'min ms':>8s} {'peak MB':>8s}  ({rows[0]['threads']} "
              f"thread(s), {rows[0]['runs']} runs)"]
@@ -138,5 +236,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    # Worker mode (used by run): time THREADS RUNS WARMUP PTE... | memory THREADS PTE -> one JSON line.
+    # Worker mode (used by run / profile): time THREADS RUNS WARMUP PTE... | profile THREADS RUNS WARMUP PTE |
+    # memory THREADS PTE -> one JSON line.
     print(json.dumps(_worker(*sys.argv[1:])))

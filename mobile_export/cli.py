@@ -3,6 +3,7 @@
     bidrn export NAME_OR_CHECKPOINT --format pte [--int8] --out model.pte [--reference fp.pte | --no-reference]
     bidrn bench model --pte A.pte [--vs B.pte] [--threads 1] [--runs 30] [--warmup 3] [--json]
     bidrn bench kernels [--json] [--layers NAME,...] [--threads 1,2] [--paths avx512,avx2] [--seconds S]
+    bidrn bench profile --pte A.pte [--threads 1] [--runs 10] [--top 25] [--json]
 
 `export` replaces every binary layer by a bidrn:: op with bit-packed weights and lowers the rest to XNNPACK
 (mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
@@ -62,6 +63,14 @@ def _export(args) -> int:
     return 0
 
 
+def _bench_profile(args) -> int:
+    from mobile_export import bench_model
+
+    result = bench_model.profile(args.pte, args.threads, args.runs, args.warmup)
+    print(json.dumps(result, indent=1) if args.json else bench_model.format_profile(result, args.top))
+    return 0
+
+
 def _bench_model(args) -> int:
     from mobile_export import bench_model
 
@@ -110,3 +119,12 @@ def add_parser(subparsers) -> None:
     model.add_argument("--warmup", type=int, default=3, help="untimed runs per program first (default 3)")
     model.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     model.set_defaults(func=_bench_model)
+    prof = bench_sub.add_parser("profile", help="where one .pte's time goes, op by op (ExecuTorch ETDump)",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prof.add_argument("--pte", required=True, help="the program to profile")
+    prof.add_argument("--threads", type=int, default=1, help="ExecuTorch threads (default 1)")
+    prof.add_argument("--runs", type=int, default=10, help="profiled runs after warm-up (default 10)")
+    prof.add_argument("--warmup", type=int, default=3, help="unprofiled runs first (default 3)")
+    prof.add_argument("--top", type=int, default=25, help="event groups to list (default 25)")
+    prof.add_argument("--json", action="store_true", help="print the whole profile as JSON")
+    prof.set_defaults(func=_bench_profile)

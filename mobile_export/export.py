@@ -13,7 +13,9 @@ The stages, each inspectable (ExecuTorch's export -> lower -> to_executorch -> s
    epilogue takes the residual and the BN as a post-affine: each LCR module becomes one op (FUR's k branches
    one C -> kC op, FDR a chain of k ops). Where the next consumer is only another binary layer (BoxNet
    deconv1 -> BN -> deconv2), the layer emits packed signs instead of floats. A layer the op cannot express
-   raises :class:`UnsupportedLayerError` naming it.
+   raises :class:`UnsupportedLayerError` naming it. Full-precision transposed convs (BoxNet's deconv3, all
+   three in Hand4Whole) become one conv per output phase (mobile_export/deconv.py): XNNPACK's IGEMM runs
+   them 2.2x faster than its Deconvolution.
 2. ``torch.export`` of the image -> outputs forward (body model included when attached).
 3. ``--int8``: torchao's PT2E flow with XNNPACKQuantizer on the full-precision convs, transposed convs and
    linears of the network (the bidrn:: ops stay 1-bit; the SMPL-X layer stays float32).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ from torch import nn
 
 from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
 from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
+from mobile_export.deconv import phase_transposed_convs
 from mobile_export import ops
 
 # Activation quantizers whose forward is exactly eq. 1's sign (their backward differs, which export ignores).
@@ -173,10 +177,17 @@ def pack_layer(name: str, layer: nn.Module) -> PackedBinaryLayer:
 
 def batch_norm_affine(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BN as y = s x + t per channel: s = gamma / sqrt(var + eps), t = beta - s mean."""
-    s = 1 / torch.sqrt(bn.running_var + bn.eps)  # as ATen's inference BN
-    if bn.affine:
-        s = bn.weight.detach() * s
-    t = (bn.bias.detach() if bn.affine else 0) - s * bn.running_mean
+    weight, bias = (bn.weight.detach(), bn.bias.detach()) if bn.affine else (None, None)
+    return affine_of_batch_norm(weight, bias, bn.running_mean, bn.running_var, bn.eps)
+
+
+def affine_of_batch_norm(weight: torch.Tensor | None, bias: torch.Tensor | None, mean: torch.Tensor,
+                         var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`batch_norm_affine` from the BN's tensors (gamma, beta None without affine terms)."""
+    s = 1 / torch.sqrt(var + eps)  # as ATen's inference BN
+    if weight is not None:
+        s = weight * s
+    t = (bias if bias is not None else 0) - s * mean
     return s, t
 
 
@@ -332,6 +343,7 @@ class ConversionStats:
     folded_activation: int = 0
     packed_links: int = 0  # layers emitting packed signs straight into the next binary layer
     fused_lcr: int = 0  # LCR modules run with their residual add and BN in the binary op's epilogue
+    phased_deconvs: int = 0  # full-precision transposed convs run as one conv per output phase (deconv.py)
     binary_weight_bytes: int = 0
 
 
@@ -474,22 +486,74 @@ def example_image(cfg, seed: int = 0, batch: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, *cfg.input_size, generator=g)
 
 
+# What nn.Conv2d (a phase-decomposed deconv's convs too), nn.ConvTranspose2d and nn.Linear export to.
+INT8_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input, torch.ops.aten.linear.default)
+
+
 def _quantize_int8(program: torch.export.ExportedProgram, calibration: list[torch.Tensor]) -> nn.Module:
-    """PT2E static int8 (per-channel weights) on the network's full-precision Conv2d, ConvTranspose2d and
-    Linear modules (where the MACs are); the bidrn:: ops are not annotated and stay 1-bit, and the SMPL-X
-    layer (no such modules) stays float32. Annotating everything (set_global) also quantizes elementwise ops,
+    """PT2E static int8 (per-channel weights) on the network's full-precision convs, transposed convs and
+    linears (where the MACs are: stems, block residuals, heads, BoxNet deconv3); the bidrn:: ops are other
+    operators and stay 1-bit, and the SMPL-X layer (matmuls only) stays float32.
+
+    The quantizer is configured per operator (:data:`INT8_OPS`), not per module type: XNNPACKQuantizer's conv
+    annotator applies a module-type filter to every node of the pattern, the weight and bias included, and in
+    ``program.module()`` those are get_attr nodes without an ``nn_module_stack``, so ``set_module_type`` matched
+    no conv at all (its linear annotator checks the linear node alone, hence only the head Linears were int8).
+    A BN right after a conv is folded into it by ``prepare_pt2e``; the others become affines first
+    (:func:`batch_norms_to_affine`). Annotating every op (set_global) would also quantize the elementwise ops,
     and XNNPACK's ChannelsLastTaggedReshapePass then fails on this graph ("KeyError: 'val'")."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer, config = XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True)
-    for module_type in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear):
-        quantizer.set_module_type(module_type, config)
-    prepared = prepare_pt2e(program.module(), quantizer)
+    for op in INT8_OPS:
+        quantizer.set_operator_type(op, config)
+    graph_module = program.module()
+    batch_norms_to_affine(graph_module)
+    prepared = prepare_pt2e(graph_module, quantizer)
     for img in calibration:
         prepared(img)
     return convert_pt2e(prepared)
+
+
+def batch_norms_to_affine(graph_module: torch.fx.GraphModule) -> int:
+    """Rewrite each eval BatchNorm that does not directly follow a conv as x * s + t (:class:`ChannelAffine`'s
+    arithmetic), in place; returns how many.
+
+    ``prepare_pt2e`` folds a BN into the conv it follows and leaves the others (BoxNet's input norm, the BN
+    after a phase-decomposed deconv); one left makes ``convert_pt2e`` run its QAT conv-BN folding, which
+    traces 96 patterns to find nothing (20 s of bidrn-tiny's int8 export), and XNNPACK would run it as an fp32
+    1 x 1 depthwise conv in NHWC."""
+    from torchao.quantization.pt2e.utils import _is_conv_or_conv_transpose_node  # what prepare_pt2e folds into
+
+    graph, count = graph_module.graph, 0
+
+    def tensor(node):  # a get_attr node's parameter or buffer
+        return None if node is None else operator.attrgetter(node.target)(graph_module).detach()
+
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.batch_norm.default:
+            continue
+        x, weight, bias, mean, var, training, _, eps = node.args[:8]
+        if training or _is_conv_or_conv_transpose_node(x):
+            continue
+        s, t = affine_of_batch_norm(*map(tensor, (weight, bias, mean, var)), eps)
+        shape = [-1 if d == 1 else 1 for d in range(x.meta["val"].dim())]
+        with graph.inserting_before(node):
+            attrs = []
+            for suffix, value in (("scale", s), ("shift", t)):
+                graph_module.register_buffer(f"{node.name}_{suffix}", value.float().reshape(shape))
+                attrs.append(graph.get_attr(f"{node.name}_{suffix}"))
+            scaled = graph.call_function(torch.ops.aten.mul.Tensor, (x, attrs[0]))
+            shifted = graph.call_function(torch.ops.aten.add.Tensor, (scaled, attrs[1]))
+        for new in (scaled, shifted):
+            new.meta = dict(node.meta)
+        node.replace_all_uses_with(shifted)
+        graph.erase_node(node)
+        count += 1
+    graph_module.recompile()
+    return count
 
 
 def _ops_outside_delegate(edge_program) -> dict[str, int]:
@@ -567,6 +631,7 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True) ->
     elif isinstance(body_model, nn.Module):
         model.attach_body_model(body_model)
     stats = convert_binary_layers(model.eval())
+    stats.phased_deconvs = phase_transposed_convs(model)
     return model, stats
 
 

@@ -109,8 +109,15 @@ def load() -> ctypes.CDLL:
             lib.bidrn_kernels_supported_paths.restype = ctypes.c_char_p
             lib.bidrn_kernels_set_path.argtypes = [ctypes.c_char_p]
             lib.bidrn_binary_conv.restype = ctypes.c_char_p
+            lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
             _handle = lib
     return _handle
+
+
+def thread_count() -> int:
+    """Threads the bidrn:: ops run on: ExecuTorch's threadpool as the kernel library sees it (set it with
+    `_unsafe_reset_threadpool(n)` before loading a program)."""
+    return int(load().bidrn_kernels_thread_count())
 
 
 def supported_paths() -> list[str]:

@@ -212,3 +212,24 @@ def test_pte_with_the_custom_ops_runs_in_executorch_and_matches_the_reference(tm
 
 def test_loading_the_kernel_library_twice_returns_the_same_handle():
     assert kernel_library.load() is kernel_library.load()
+
+
+def test_profile_names_each_binary_op_by_its_geometry_and_accounts_for_the_execute(tmp_path):
+    """`bidrn bench profile` on the chain: one event per bidrn:: op, named by kernel/stride, channels and
+    input size as LayerChain defines them, and the groups adding up to no more than the whole execute."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from mobile_export import bench_model
+
+    model, x = LayerChain().eval(), torch.randn(1, 13, 11, 9)
+    pte = tmp_path / "chain.pte"
+    pte.write_bytes(to_edge_transform_and_lower(torch.export.export(model, (x,))).to_executorch().buffer)
+    result = bench_model.profile(pte, threads=1, runs=3, warmup=1)
+    events = {r["event"]: r for r in result["events"]}
+    # conv 13 -> 70 on 11 x 9; conv 70 -> 33 stride 2 reading packed signs of 11 x 9; transposed 33 -> 9 on
+    # 6 x 5 (the stride-2 output); linear 9 -> 5.
+    for name in ("bidrn::binary_conv2d 3x3/1 13->70 11x9", "bidrn::binary_conv2d 3x3/2 70->33 11x9",
+                 "bidrn::binary_conv_transpose2d 4x4/2 33->9 6x5", "bidrn::binary_linear 1x1/1 9->5 1x1"):
+        assert name in events and events[name]["count"] == 1 and events[name]["kind"] == "bidrn", sorted(events)
+    assert 0 < sum(r["ms"] for r in result["events"]) <= result["execute_ms"] * 1.001
+    assert "bidrn::binary_linear 1x1/1 9->5 1x1" in bench_model.format_profile(result, top=10)

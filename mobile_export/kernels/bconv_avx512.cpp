@@ -9,38 +9,43 @@
 namespace bidrn {
 namespace {
 
-// What the in-register epilogue needs about a tile: per block, the pixels' padding-mask ids (as int32
-// lanes, for the correction-row permute) and whether any of them is non-zero, and a store mask.
+// What the in-register epilogue needs about a tile: per pair of blocks (16 pixels, one zmm of floats), the
+// pixels' padding-mask ids (int32 lanes, for the correction-row permute), whether any of them is non-zero,
+// and a store mask.
 struct FusedTile {
-  __m256i ids[kTileBlocks];
-  bool border[kTileBlocks];
-  __mmask8 live[kTileBlocks];
+  __m512i ids[(kTileBlocks + 1) / 2];
+  bool border[(kTileBlocks + 1) / 2];
+  __mmask16 live[(kTileBlocks + 1) / 2];
 };
 
-// Float output written straight from the accumulators: acc = k_bits - 2 r - corr[o][id], y = acc * scale +
-// bias (mul then add, as PyTorch), optional RPReLU, residual and post affine, masked store of 8 pixels.
-inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int m, float* out, const float* res,
-                        __m512i count) {
-  __m256i r = _mm512_cvtepi64_epi32(count);
-  __m256i acc = _mm256_sub_epi32(_mm256_set1_epi32(j.k_bits), _mm256_add_epi32(r, r));
-  if (t.border[m]) {
-    const int32_t* row = j.corr + o * j.corr_stride;
-    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
-    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 8));
-    acc = _mm256_sub_epi32(acc, _mm256_permutex2var_epi32(lo, t.ids[m], hi));
+// 16 pixels of one output channel written straight from the accumulators (r = the popcounts as int32):
+// acc = k_bits - 2 r - corr[o][id], y = acc * scale + bias (mul then add, as PyTorch), optional RPReLU,
+// residual and post affine, masked store. 16 lanes at a time halves the epilogue's instructions, which
+// dominate 1x1 convs of 64-128 channels (a handful of popcounts per output).
+inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int pair, float* out, const float* res,
+                        __m512i r) {
+  __m512i acc = _mm512_sub_epi32(_mm512_set1_epi32(j.k_bits), _mm512_add_epi32(r, r));
+  if (t.border[pair]) {
+    const __m512i row = _mm512_loadu_si512(j.corr + o * j.corr_stride);  // corr_stride == 16 here
+    acc = _mm512_sub_epi32(acc, _mm512_permutexvar_epi32(t.ids[pair], row));
   }
-  __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(j.ep.scale[o])),
-                           _mm256_set1_ps(j.ep.bias[o]));
+  __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(j.ep.scale[o])),
+                           _mm512_set1_ps(j.ep.bias[o]));
   if (j.ep.rprelu) {
-    const __m256 s = _mm256_sub_ps(y, _mm256_set1_ps(j.ep.rprelu[j.out_channels + o]));
-    const __mmask8 positive = _mm256_cmp_ps_mask(s, _mm256_setzero_ps(), _CMP_GT_OQ);
-    const __m256 slope = _mm256_mul_ps(_mm256_set1_ps(j.ep.rprelu[o]), s);
-    y = _mm256_add_ps(_mm256_mask_blend_ps(positive, slope, s), _mm256_set1_ps(j.ep.rprelu[2 * j.out_channels + o]));
+    const __m512 s = _mm512_sub_ps(y, _mm512_set1_ps(j.ep.rprelu[j.out_channels + o]));
+    const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 slope = _mm512_mul_ps(_mm512_set1_ps(j.ep.rprelu[o]), s);
+    y = _mm512_add_ps(_mm512_mask_blend_ps(positive, slope, s), _mm512_set1_ps(j.ep.rprelu[2 * j.out_channels + o]));
   }
-  if (res) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(t.live[m], res));
+  if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(t.live[pair], res));
   if (j.ep.post)
-    y = _mm256_add_ps(_mm256_mul_ps(y, _mm256_set1_ps(j.ep.post[o])), _mm256_set1_ps(j.ep.post[j.out_channels + o]));
-  _mm256_mask_storeu_ps(out, t.live[m], y);
+    y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_set1_ps(j.ep.post[o])), _mm512_set1_ps(j.ep.post[j.out_channels + o]));
+  _mm512_mask_storeu_ps(out, t.live[pair], y);
+}
+
+// Two blocks' 64-bit popcount sums as one zmm of 16 int32 (the second half zero for an odd last block).
+inline __m512i narrow_pair(__m512i a, __m512i b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(a)), _mm512_cvtepi64_epi32(b), 1);
 }
 
 // MB blocks x NB channels of accumulators = 24 zmm at the full 4 x 6 tile, plus 4 row loads and the
@@ -64,10 +69,11 @@ void micro(const TileJob& j, const FusedTile* fused, int64_t p0, int64_t o, cons
   if (fused) {
     float* out = static_cast<float*>(j.out) + p0;
     for (int n = 0; n < NB; ++n)
-      for (int m = 0; m < MB; ++m) {
+      for (int m = 0; m < MB; m += 2) {
         const float* res = j.residual ? j.residual + ((o + n) % j.ep.residual_channels) * j.out_plane + p0 + m * kLanes
                                       : nullptr;
-        fused_store(j, *fused, o + n, m, out + (o + n) * j.out_plane + m * kLanes, res, acc[m][n]);
+        const __m512i r = narrow_pair(acc[m][n], m + 1 < MB ? acc[m + 1][n] : _mm512_setzero_si512());
+        fused_store(j, *fused, o + n, m / 2, out + (o + n) * j.out_plane + m * kLanes, res, r);
       }
     return;
   }
@@ -104,13 +110,13 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
   FusedTile fused;
   const bool use_fused = j.output == Output::kFloat && !j.dest && j.corr_stride == 16;
   if (use_fused) {
-    for (int m = 0; m < mb; ++m) {
-      const int64_t first = tile.p0 + m * kLanes, live = j.pixels - first < kLanes ? j.pixels - first : kLanes;
-      alignas(16) uint16_t ids[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int64_t l = 0; l < live; ++l) ids[l] = j.mask_id[first + l];
-      fused.ids[m] = _mm256_cvtepu16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(ids)));
-      fused.border[m] = _mm256_testz_si256(fused.ids[m], fused.ids[m]) == 0;
-      fused.live[m] = static_cast<__mmask8>((1u << live) - 1);
+    for (int m = 0; m < mb; m += 2) {
+      const int64_t first = tile.p0 + m * kLanes;
+      const int64_t live = j.pixels - first < 2 * kLanes ? j.pixels - first : 2 * kLanes;
+      const __mmask16 lanes = static_cast<__mmask16>((1u << live) - 1);
+      fused.ids[m / 2] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, j.mask_id + first));
+      fused.border[m / 2] = _mm512_test_epi32_mask(fused.ids[m / 2], fused.ids[m / 2]) != 0;
+      fused.live[m / 2] = lanes;
     }
   }
   for (int64_t o = o0; o < o1; o += kNB) {
@@ -120,28 +126,44 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
   }
 }
 
-// 16 pixels x 64 channels at a time: one compare per channel gives a 16-bit pixel mask; with the 64
-// masks in two zmm of 16-bit lanes, vptestmw against bit j gathers pixel j's 64 channel bits.
+// 64 pixels x 64 channels at a time: per channel, four compares give four 16-bit pixel masks (256
+// contiguous bytes of the channel's plane, so the 64 streams stay prefetch-friendly); with the 64 channels'
+// masks of one 16-pixel group in two zmm of 16-bit lanes, vptestmw against bit i gathers pixel i's 64
+// channel bits.
 void avx512_pack(const float* x, int64_t channels, int64_t plane, int64_t p0, int64_t p1, uint64_t* out) {
   const int64_t cw = words_for(channels);
-  alignas(64) uint16_t m[64];
+  alignas(64) uint16_t m[4][64];
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t g = 0; g < cw; ++g) {
     const int64_t c0 = g * 64, nc = channels - c0 < 64 ? channels - c0 : 64;
-    for (int64_t p = p0; p < p1; p += 16) {
-      const int np = int(p1 - p < 16 ? p1 - p : 16);
-      const __mmask16 live = static_cast<__mmask16>((1u << np) - 1);
-      for (int64_t c = 0; c < 64; ++c) {
-        if (c >= nc) { m[c] = 0; continue; }
-        const __m512 v = _mm512_maskz_loadu_ps(live, x + (c0 + c) * plane + p);
-        // NGE_UQ: true for negative and NaN, i.e. exactly where torch's sign gives -1.
-        m[c] = static_cast<uint16_t>(_mm512_cmp_ps_mask(v, zero, _CMP_NGE_UQ));
+    for (int64_t p = p0; p < p1; p += 64) {
+      const int64_t np = p1 - p < 64 ? p1 - p : 64;
+      const int groups = int((np + 15) / 16);
+      __mmask16 live[4];
+      for (int q = 0; q < 4; ++q) {
+        const int64_t n = np - 16 * q;
+        live[q] = static_cast<__mmask16>(n >= 16 ? 0xFFFF : n > 0 ? (1u << n) - 1 : 0);
       }
-      const __m512i lo = _mm512_load_si512(m), hi = _mm512_load_si512(m + 32);
-      for (int i = 0; i < np; ++i) {
-        const __m512i bit = _mm512_set1_epi16(static_cast<short>(1u << i));
-        const uint64_t l = _mm512_test_epi16_mask(lo, bit), h = _mm512_test_epi16_mask(hi, bit);
-        out[(p + i) * cw + g] = l | (h << 32);
+      for (int64_t c = 0; c < 64; ++c) {
+        if (c >= nc) {
+          for (int q = 0; q < 4; ++q) m[q][c] = 0;
+          continue;
+        }
+        const float* row = x + (c0 + c) * plane + p;
+        // NGE_UQ: true for negative and NaN, i.e. exactly where torch's sign gives -1.
+        for (int q = 0; q < groups; ++q)
+          m[q][c] = static_cast<uint16_t>(
+              _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(live[q], row + 16 * q), zero, _CMP_NGE_UQ));
+      }
+      for (int q = 0; q < groups; ++q) {
+        const __m512i lo = _mm512_load_si512(m[q]), hi = _mm512_load_si512(m[q] + 32);
+        const int n = int(np - 16 * q < 16 ? np - 16 * q : 16);
+        uint64_t* dst = out + (p + 16 * q) * cw + g;
+        for (int i = 0; i < n; ++i) {
+          const __m512i bit = _mm512_set1_epi16(static_cast<short>(1u << i));
+          const uint64_t l = _mm512_test_epi16_mask(lo, bit), h = _mm512_test_epi16_mask(hi, bit);
+          dst[i * cw] = l | (h << 32);
+        }
       }
     }
   }

@@ -1,12 +1,17 @@
 // ExecuTorch adapter: the .out kernels of the bidrn:: ops declared in mobile_export/ops.py. Arguments are
 // checked here and turned into a ConvShape; the work happens in bconv.cpp on ExecuTorch's threadpool,
 // so `_unsafe_reset_threadpool(n)` (or the app's threadpool setting) sets our thread count too.
+// Profiling scopes for ETDump (`bidrn bench profile`): the RAII hook is compiled in only with this macro,
+// and does nothing unless the program was loaded with an event tracer.
+#define ET_EVENT_TRACER_ENABLED 1
+#include <executorch/runtime/core/event_tracer_hooks.h>
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
 
 #include <array>
+#include <cstdio>
 #include <optional>
 
 #include "bconv.h"
@@ -19,7 +24,12 @@ using executorch::aten::ScalarType;
 using executorch::aten::Tensor;
 using executorch::runtime::KernelRuntimeContext;
 
+// One thread: a plain call (the threadpool's dispatch per call is measurable on small layers).
 void et_parallel(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) {
+  if (n <= 1 || executorch::extension::get_thread_count() <= 1) {
+    body(context, 0, n);
+    return;
+  }
   executorch::extension::parallel_for(0, n, 1, [&](int64_t b, int64_t e) { body(context, b, e); });
 }
 
@@ -91,6 +101,15 @@ Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& 
               rprelu.has_value() ? rprelu->const_data_ptr<float>() : nullptr,
               residual.has_value() ? residual->const_data_ptr<float>() : nullptr, residual_channels,
               post.has_value() ? post->const_data_ptr<float>() : nullptr};
+  // Event name: the op and its geometry, so a profile tells the layers apart (the tracer copies it).
+  char name[128];
+  std::snprintf(name, sizeof(name), "bidrn::%s %lldx%lld/%lld %lld->%lld %lldx%lld%s",
+                !spatial ? "binary_linear" : s.transposed ? "binary_conv_transpose2d" : "binary_conv2d",
+                static_cast<long long>(s.kernel_h), static_cast<long long>(s.kernel_w),
+                static_cast<long long>(s.stride_h), static_cast<long long>(s.in_channels),
+                static_cast<long long>(O), static_cast<long long>(s.in_h), static_cast<long long>(s.in_w),
+                residual.has_value() ? " +res" : "");
+  executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);
   binary_conv(s, ep, args, et_parallel);
   return out;
 }
@@ -173,6 +192,9 @@ Tensor& pack_signs_out(KernelRuntimeContext& ctx, const Tensor& x, Tensor& out) 
 
 }  // namespace
 }  // namespace bidrn
+
+// Threads the ops will use: ExecuTorch's threadpool size as this library sees it (benchmarks report it).
+extern "C" BIDRN_API int64_t bidrn_kernels_thread_count() { return executorch::extension::get_thread_count(); }
 
 EXECUTORCH_LIBRARY(bidrn, "binary_conv2d.out", bidrn::binary_conv2d_out);
 EXECUTORCH_LIBRARY(bidrn, "binary_conv_transpose2d.out", bidrn::binary_conv_transpose2d_out);
