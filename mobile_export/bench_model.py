@@ -45,10 +45,7 @@ def _setup(threads: int):
 
 
 def _input_for(method):
-    import torch
-
-    meta = method.metadata.input_tensor_meta(0)
-    return torch.rand(tuple(meta.sizes()), generator=torch.Generator().manual_seed(0))
+    return _input_for_shape(method.metadata.input_tensor_meta(0).sizes())
 
 
 def _time_worker(paths: list[str], threads: int, runs: int, warmup: int) -> list[dict]:
