@@ -55,18 +55,10 @@ void micro(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, i
 }
 
 constexpr int kNB = 4;
-using Micro = void (*)(const uint64_t*, const uint64_t*, int64_t, int64_t, int32_t*);
-constexpr Micro kMicro[kNB + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>};
+constexpr BlockMicro kMicro[kNB + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>};
 
 void avx2_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  const TilePixels tile(j, b0, b1);
-  alignas(32) int32_t r[kNB * kTilePixels];
-  for (int64_t o = o0; o < o1; o += kNB) {
-    const int nb = int(o1 - o < kNB ? o1 - o : kNB);
-    for (int64_t b = b0; b < b1; ++b)
-      kMicro[nb](j.a + b * j.k_words * kLanes, j.w + o * j.ldw, j.ldw, j.k_words, r + (b - b0) * kLanes);
-    finish_tile(j, tile, o, nb, r);
-  }
+  tile_by_blocks<kNB>(j, b0, b1, o0, o1, kMicro);
 }
 
 // 8 pixels x 32 channels at a time: movemask_ps gives each channel's 8-pixel mask as a byte; with the 32

@@ -133,5 +133,22 @@ inline void finish_tile(const TileJob& j, const TilePixels& t, int64_t o, int nb
   for (int c = 0; c < nb; ++c) finish_channel(j, t.p0, t.n, o + c, r + c * kTilePixels, t.border);
 }
 
+// Tile driver of the paths whose micro-kernel counts one pixel block against nb <= NB channels into
+// r[c][kTilePixels] (AVX2, NEON): blocks one by one, then the shared scalar epilogue.
+using BlockMicro = void (*)(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, int32_t* r);
+
+template <int NB>
+inline void tile_by_blocks(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1,
+                           const BlockMicro (&micro)[NB + 1]) {
+  const TilePixels tile(j, b0, b1);
+  alignas(64) int32_t r[NB * kTilePixels];
+  for (int64_t o = o0; o < o1; o += NB) {
+    const int nb = int(o1 - o < NB ? o1 - o : NB);
+    for (int64_t b = b0; b < b1; ++b)
+      micro[nb](j.a + b * j.k_words * kLanes, j.w + o * j.ldw, j.ldw, j.k_words, r + (b - b0) * kLanes);
+    finish_tile(j, tile, o, nb, r);
+  }
+}
+
 }  // namespace
 }  // namespace bidrn

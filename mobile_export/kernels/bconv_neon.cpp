@@ -62,18 +62,10 @@ void micro(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, i
     for (int q = 0; q < 4; ++q) vst1_s32(r + n * kTilePixels + 2 * q, vreinterpret_s32_u32(vmovn_u64(total[n][q])));
 }
 
-using Micro = void (*)(const uint64_t*, const uint64_t*, int64_t, int64_t, int32_t*);
-constexpr Micro kMicro[kNB + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>};
+constexpr BlockMicro kMicro[kNB + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>};
 
 void neon_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  const TilePixels tile(j, b0, b1);
-  int32_t r[kNB * kTilePixels];
-  for (int64_t o = o0; o < o1; o += kNB) {
-    const int nb = int(o1 - o < kNB ? o1 - o : kNB);
-    for (int64_t b = b0; b < b1; ++b)
-      kMicro[nb](j.a + b * j.k_words * kLanes, j.w + o * j.ldw, j.ldw, j.k_words, r + (b - b0) * kLanes);
-    finish_tile(j, tile, o, nb, r);
-  }
+  tile_by_blocks<kNB>(j, b0, b1, o0, o1, kMicro);
 }
 
 // 4 pixels per compare; each channel's all-ones/zero lanes are masked to that channel's bit and OR-ed
