@@ -164,6 +164,12 @@ def _model_name(path: Path) -> str:
     return json.loads(sidecar.read_text()).get("model", path.stem) if sidecar.exists() else path.stem
 
 
+def _check_ops_version(path: Path) -> None:
+    from mobile_export.export import check_ops_version  # torch-heavy; only the parent process needs it
+
+    check_ops_version(path)
+
+
 def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 3, log=print) -> list[dict]:
     """One row per .pte: model, bytes, median / p90 / min / mean ms, memory (module docstring).
 
@@ -174,6 +180,7 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such .pte file (make one with `bidrn export NAME --out {p}`)")
+        _check_ops_version(p)
     if runs < 2:
         raise ValueError(f"runs must be >= 2 for a p90, got {runs}")
     log(f"timing {', '.join(map(str, paths))}: {warmup} warm-up + {runs} interleaved runs, {threads} thread(s)")
@@ -198,6 +205,7 @@ def profile(pte: str | Path, threads: int = 1, runs: int = 10, warmup: int = 3) 
     p = Path(pte)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such .pte file (make one with `bidrn export NAME --out {p}`)")
+    _check_ops_version(p)
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     return _child("profile", threads, runs, warmup, p)

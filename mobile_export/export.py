@@ -84,6 +84,7 @@ class PackedBinaryLayer(nn.Module):
         self.kernel_size, self.stride = list(kernel_size), list(stride)
         self.padding, self.output_padding = list(padding), list(output_padding)
         self.output = ops.Output.FLOAT
+        self.branches = 1  # FDR's k convs stacked in one op (FusedFDR)
         self.register_buffer("weight", weight)
         self.register_buffer("scale", scale.float().contiguous())
         self.register_buffer("bias", bias.float().contiguous())
@@ -93,7 +94,7 @@ class PackedBinaryLayer(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        return self.scale.numel()
+        return self.scale.numel() // self.branches
 
     def set_rprelu(self, beta: torch.Tensor, gamma: torch.Tensor, zeta: torch.Tensor) -> None:
         params = torch.stack([p.detach().float().expand(self.out_channels) for p in (beta, gamma, zeta)])
@@ -104,8 +105,12 @@ class PackedBinaryLayer(nn.Module):
         self.register_buffer("post", torch.stack(batch_norm_affine(bn)).float().contiguous())
         self.folded.append("residual+bn")
 
-    def forward(self, x, residual=None):
-        tail = (int(self.output), residual, self.post)
+    def forward(self, x, residual=None, in_offset: int = 0, residual_offset: int = 0, residual_channels: int = 0,
+                clamp_residual: bool = False, partial=None, shortcut=None):
+        tail = (int(self.output), residual, self.post, in_offset, residual_offset, residual_channels, clamp_residual,
+                partial, shortcut)
+        if self.branches > 1:
+            tail = (*tail, self.branches)
         if self.kind == "linear":
             return torch.ops.bidrn.binary_linear(x, self.weight, self.scale, self.bias, self.rprelu,
                                                  self.in_channels, *tail)
@@ -250,25 +255,36 @@ class EvenAvgPool(nn.Module):
         return self.pool(x)
 
 
+def _is_hardtanh(m: nn.Module) -> bool:
+    return type(m) is nn.Hardtanh and m.min_val == -1.0 and m.max_val == 1.0
+
+
 class FusedLCR(nn.Module):
-    """BaseLCR / DScR (eq. 7-8) as one op: BN(RPReLU(bconv(a_f)) + residual(a_f)) all in the epilogue."""
+    """BaseLCR / DScR (eq. 7-8) as one op: BN(RPReLU(bconv(a_f)) + residual(a_f)) all in the epilogue.
+
+    With eq. 3's Hardtanh and an identity residual the op reads x itself (sign(Hardtanh(x)) = sign(x)) and
+    clamps the residual it adds, so no Hardtanh pass runs; ``shortcut`` is the block residual of eq. 11 when
+    this module ends a block (:class:`FusedBlock`)."""
 
     def __init__(self, lcr):
         super().__init__()
         self.pre_act, self.residual, self.conv = lcr.pre_act, lcr.branch.residual, lcr.branch.conv
         self.conv.set_post(lcr.bn)
+        self.clamp_in_op = _is_hardtanh(self.pre_act) and type(self.residual) is nn.Identity
 
-    def forward(self, x):
+    def forward(self, x, shortcut=None):
+        if self.clamp_in_op:
+            return self.conv(x, x, clamp_residual=True, shortcut=shortcut)
         a_f = self.pre_act(x)
-        return self.conv(a_f, self.residual(a_f))
+        return self.conv(a_f, self.residual(a_f), shortcut=shortcut)
 
 
-class FusedFUR(nn.Module):
+class FusedFUR(FusedLCR):
     """FUR / DSaR (eq. 9) as one op: the k C -> C branches read the same a_f, so they are one C -> kC conv
     whose output channel i C + c adds residual channel c; the BN after the concat goes in the epilogue."""
 
     def __init__(self, fur):
-        super().__init__()
+        nn.Module.__init__(self)
         convs = [b.conv for b in fur.branches]
         first = convs[0]
         self.pre_act, self.residual = fur.pre_act, fur.branches[0].residual
@@ -278,30 +294,48 @@ class FusedFUR(nn.Module):
         self.conv.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
         self.conv.folded = list(first.folded)
         self.conv.set_post(fur.bn)
-
-    def forward(self, x):
-        a_f = self.pre_act(x)
-        return self.conv(a_f, self.residual(a_f))
+        self.clamp_in_op = _is_hardtanh(self.pre_act) and type(self.residual) is nn.Identity
 
 
 class FusedFDR(nn.Module):
-    """FDR (eq. 10) as a chain of ops: sum_i (RPReLU_i(bconv_i(c_i)) + c_i) = S + sum_i RPReLU_i(...), with
-    S = sum_i c_i, so op i takes op i-1's output as its residual and the last applies the BN."""
+    """FDR (eq. 10) as one op with k branches (``binary_conv2d(..., branches=k)``): branch i is the C -> C conv
+    on chunk c_i, out = b_0, then out = out + b_i with b_i = RPReLU_i(bconv_i(c_i)) + c_i in eager's order,
+    then the BN. With eq. 3's Hardtanh the op reads x itself and clamps the residual chunks: no Hardtanh pass,
+    no split copy, no separate add, and no partial sum written out between branches."""
 
     def __init__(self, fdr):
         super().__init__()
         self.pre_act, self.k = fdr.pre_act, fdr.k
-        self.convs = nn.ModuleList(b.conv for b in fdr.branches)
-        self.convs[-1].set_post(fdr.bn)
+        convs = [b.conv for b in fdr.branches]
+        first = convs[0]
+        self.conv = PackedBinaryLayer(first.kind, torch.cat([c.weight for c in convs]),
+                                      torch.cat([c.scale for c in convs]), torch.cat([c.bias for c in convs]),
+                                      first.in_channels, first.kernel_size, first.stride, first.padding)
+        self.conv.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
+        self.conv.branches = self.k
+        self.conv.folded = list(first.folded)
+        self.conv.set_post(fdr.bn)
+        self.clamp_in_op = _is_hardtanh(self.pre_act)
 
     def forward(self, x):
-        chunks = torch.chunk(self.pre_act(x), self.k, dim=1)
-        out = chunks[0]
-        for chunk in chunks[1:]:
-            out = out + chunk
-        for conv, chunk in zip(self.convs, chunks):
-            out = conv(chunk, out)
-        return out
+        c = self.conv.in_channels
+        if self.clamp_in_op:
+            return self.conv(x, x, residual_channels=c, clamp_residual=True)
+        a_f = self.pre_act(x)
+        return self.conv(a_f, a_f, residual_channels=c)
+
+
+class FusedBlock(nn.Module):
+    """A BiDRB (eq. 11) whose last LCR op also adds the block residual BR(x) in its epilogue."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.head = nn.Sequential(*list(block.chain)[:-1])
+        self.last, self.block_residual = block.chain[-1], block.block_residual
+
+    def forward(self, x):
+        shortcut = self.block_residual(x)
+        return self.last(self.head(x), shortcut=shortcut)
 
 
 def _fusable_lcr(module: nn.Module) -> bool:
@@ -315,12 +349,14 @@ def _fusable_lcr(module: nn.Module) -> bool:
         return False
     if isinstance(module, FUR):  # one residual for all branches, and a merged conv needs equal shapes
         return len({type(b.residual) for b in branches}) == 1
-    if isinstance(module, FDR):
-        return all(type(b.residual) is nn.Identity for b in branches)
+    if isinstance(module, FDR):  # one multi-branch op: 1x1 convs without padding (the kernel's FDR case)
+        return all(type(b.residual) is nn.Identity and b.conv.kernel_size == [1, 1] and b.conv.padding == [0, 0]
+                   and b.conv.stride == [1, 1] for b in branches)
     return True
 
 
 def _fuse_lcr_modules(model: nn.Module, stats: "ConversionStats") -> None:
+    from bidrn.models.resnet import _BiDRB
     from bidrn.nn.lcr import FDR, FUR
 
     for parent in list(model.modules()):
@@ -330,6 +366,12 @@ def _fuse_lcr_modules(model: nn.Module, stats: "ConversionStats") -> None:
                     child, FUR) else FusedLCR(child)
                 setattr(parent, child_name, fused)
                 stats.fused_lcr += 1
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if (isinstance(child, _BiDRB) and child.block_residual is not None
+                    and isinstance(child.chain[-1], FusedLCR)):
+                setattr(parent, child_name, FusedBlock(child))
+                stats.fused_block_residuals += 1
 
 
 def _is_bn(m: nn.Module) -> bool:
@@ -343,6 +385,7 @@ class ConversionStats:
     folded_activation: int = 0
     packed_links: int = 0  # layers emitting packed signs straight into the next binary layer
     fused_lcr: int = 0  # LCR modules run with their residual add and BN in the binary op's epilogue
+    fused_block_residuals: int = 0  # BiDRB block residual adds (eq. 11) run in the last op's epilogue
     phased_deconvs: int = 0  # full-precision transposed convs run as one conv per output phase (deconv.py)
     binary_weight_bytes: int = 0
 
@@ -431,6 +474,7 @@ class ExportReport:
     stats: dict = field(default_factory=dict)
     ops_outside_xnnpack: dict[str, int] = field(default_factory=dict)
     reference: dict | None = None  # the full-precision twin's .pte: path, bytes, ratio
+    ops_version: int = ops.OPS_VERSION  # the bidrn:: op schemas it was exported for
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -490,6 +534,20 @@ def example_image(cfg, seed: int = 0, batch: int = 1) -> torch.Tensor:
 INT8_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input, torch.ops.aten.linear.default)
 
 
+# Modules whose linears stay float32 under --int8: the SMPL-X layer (its skinning is a linear whose weights are
+# the 0..1 blend weights; int8 would move vertices by millimetres for no measurable time).
+FLOAT_MODULES = ("SMPLXLayer",)
+
+
+def in_float_module(node: torch.fx.Node) -> bool:
+    """Whether an exported graph node runs inside one of the FLOAT_MODULES (from its module stack)."""
+    for _, kind in (node.meta.get("nn_module_stack") or {}).values():
+        type_name = kind if isinstance(kind, str) else getattr(kind, "__qualname__", str(kind))
+        if type_name.split(".")[-1] in FLOAT_MODULES:
+            return True
+    return False
+
+
 def _quantize_int8(program: torch.export.ExportedProgram, calibration: list[torch.Tensor]) -> nn.Module:
     """PT2E static int8 (per-channel weights) on the network's full-precision convs, transposed convs and
     linears (where the MACs are: stems, block residuals, heads, BoxNet deconv3); the bidrn:: ops are other
@@ -509,6 +567,8 @@ def _quantize_int8(program: torch.export.ExportedProgram, calibration: list[torc
     quantizer, config = XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True)
     for op in INT8_OPS:
         quantizer.set_operator_type(op, config)
+    # Applied to every node an annotator looks at; weights (get_attr nodes, no module stack) pass it.
+    quantizer.filter_fn = lambda node: not in_float_module(node)
     graph_module = program.module()
     batch_norms_to_affine(graph_module)
     prepared = prepare_pt2e(graph_module, quantizer)
@@ -632,6 +692,8 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True) ->
         model.attach_body_model(body_model)
     stats = convert_binary_layers(model.eval())
     stats.phased_deconvs = phase_transposed_convs(model)
+    if hasattr(model, "crop_op"):
+        model.crop_op = ops.roi_align  # bidrn::roi_align: the crops without portable grid_sample
     return model, stats
 
 
@@ -684,6 +746,27 @@ def _reference_size(cfg, path: Path, body_model, log) -> dict:
 
 # ---------------------------------------------------------------- running
 
+_OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align")
+
+
+def check_ops_version(path: str | Path) -> None:
+    """Refuse a .pte whose report says it calls bidrn:: ops of other schemas than this library's (its
+    arguments would be misread; ExecuTorch aborts the process). Without a report there is nothing to check."""
+    sidecar = Path(str(path) + ".json")
+    if not sidecar.is_file():
+        return
+    try:
+        report = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return
+    version = report.get("ops_version", 1)
+    uses_ours = any(op in report.get("ops_outside_xnnpack", {}) for op in _OUR_OPS)
+    if uses_ours and version != ops.OPS_VERSION:
+        raise ExportError(f"{path}: exported for version {version} of the bidrn:: ops, this library has version "
+                          f"{ops.OPS_VERSION}; export it again (`bidrn export {report.get('model', 'NAME')} "
+                          f"--out {path}`)")
+
+
 def load_program(path: str | Path):
     """(forward method, output names) of a .pte in ExecuTorch's Python runtime, our kernel library loaded."""
     from executorch.runtime import Runtime
@@ -694,6 +777,7 @@ def load_program(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such .pte file (make one with `bidrn export NAME --out {path}`)")
+    check_ops_version(path)
     method = Runtime.get().load_program(str(path)).load_method("forward")
     sidecar = Path(str(path) + ".json")
     names = json.loads(sidecar.read_text())["outputs"] if sidecar.exists() else None

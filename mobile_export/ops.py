@@ -4,11 +4,22 @@ A binary layer computes, per output channel o (eq. 5 with alpha and batch-norm f
 
     acc[o]  = sum over valid taps t and input channels c of sign(x[c, t]) * sign(W[o, c, t])   (integer)
     y[o]    = scale[o] * acc[o] + bias[o]            then optionally RPReLU (eq. 6),
-    y[o]    = y[o] + residual[o % R]                 optionally (R = residual channels; an LCR's a_f),
-    y[o]    = post_scale[o] * y[o] + post_bias[o]    optionally (the LCR's BN after the residual add)
+    y[o]    = y[o] + r[o % R]                        optionally (an LCR's a_f), where r is R channels of
+                                                     ``residual`` from ``residual_offset``, Hardtanh'ed first
+                                                     when ``clamp_residual`` (a_f = Hardtanh(x), eq. 3),
+    y[o]    = partial[o] + y[o]                      optionally (FDR's running branch sum, eq. 10),
+    y[o]    = post_scale[o] * y[o] + post_bias[o]    optionally (the LCR's BN after the residual add),
+    y[o]    = y[o] + shortcut[o]                     optionally (the block residual of eq. 11)
+
+``binary_conv2d(..., branches=k)`` runs FDR (eq. 10) as one op: k convs of in_channels each on consecutive
+input chunks, weight / scale / bias / RPReLU stacked branch by branch, residual chunk i for branch i, and the
+branches summed in eager's order (out = b_0, then out = out + b_i) before post and shortcut.
 
 with sign(v) = +1 for v >= 0 else -1 (eq. 1; NaN gives -1, as ``torch.where(x >= 0, 1, -1)``) and zero padding
-contributing 0, exactly as ``F.conv2d(sign(x), sign(W), padding=p)`` does in the eager model. Activations
+contributing 0, exactly as ``F.conv2d(sign(x), sign(W), padding=p)`` does in the eager model. A float input may
+have more channels than the layer: it reads ``in_channels`` of them from ``in_offset`` (an FDR branch reads its
+chunk of the shared input without a split copy). Since sign(Hardtanh(x)) = sign(x), an LCR's op takes x itself
+and clamps only the residual it adds, so no separate Hardtanh pass is needed. Activations
 arrive as float32 NCHW (only their sign matters) or already packed (``pack_signs``); weights are packed once
 at export. ``output`` selects float32 NCHW (``Output.FLOAT``), the int32 accumulator (``Output.ACCUMULATOR``,
 for bit-exact tests) or the signs of y packed for the next binary layer (``Output.PACKED``).
@@ -24,6 +35,13 @@ import enum
 
 import torch
 from torch.nn import functional as F
+
+
+# Version of the bidrn:: op schemas. A .pte stores its ops' arguments by position, so a program exported for
+# other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
+# loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
+# 2: those, FDR's `branches` and bidrn::roi_align.
+OPS_VERSION = 2
 
 
 class Output(enum.IntEnum):
@@ -103,16 +121,28 @@ def _unpack_taps(weight: torch.Tensor, taps: int, in_channels: int) -> torch.Ten
 
 # ---------------------------------------------------------------- reference kernels
 
-def _input_signs(x: torch.Tensor, in_channels: int, spatial: bool) -> torch.Tensor:
+def _input_signs(x: torch.Tensor, in_channels: int, spatial: bool, in_offset: int = 0) -> torch.Tensor:
     """float x or packed x -> +-1 float in the layout PyTorch's conv/linear take."""
     if x.dtype == torch.int64:
+        if in_offset:
+            raise ValueError("in_offset needs a float input (packed signs are read whole)")
         s = signs_from_bits(unpack_bits(x, in_channels))
         return s.permute(0, 3, 1, 2) if spatial else s
+    if in_offset or x.shape[1] != in_channels:
+        x = x[:, in_offset:in_offset + in_channels]
     return torch.where(x >= 0, 1.0, -1.0).float()
 
 
+def _residual_slice(residual, residual_offset: int, residual_channels: int, clamp_residual: bool):
+    r = residual
+    if residual_offset or residual_channels:
+        r = r[:, residual_offset:residual_offset + (residual_channels or r.shape[1] - residual_offset)]
+    return torch.nn.functional.hardtanh(r) if clamp_residual else r
+
+
 def _finish(acc: torch.Tensor, scale, bias, rprelu, output: int, spatial: bool, residual=None,
-            post=None) -> torch.Tensor:
+            post=None, residual_offset=0, residual_channels=0, clamp_residual=False, partial=None,
+            shortcut=None) -> torch.Tensor:
     """acc: exact integers in float32, N x O (x H x W), made contiguous (conv2d may pick other strides)."""
     acc = acc.contiguous()
     if output == Output.ACCUMULATOR:
@@ -125,39 +155,75 @@ def _finish(acc: torch.Tensor, scale, bias, rprelu, output: int, spatial: bool, 
         shifted = y - gamma
         y = torch.where(shifted > 0, shifted, beta * shifted) + zeta
     if residual is not None:  # output channel o adds residual channel o % R (a FUR's k branches share a_f)
-        y = y + residual.repeat(1, y.shape[1] // residual.shape[1], *([1] * (y.dim() - 2)))
+        r = _residual_slice(residual, residual_offset, residual_channels, clamp_residual)
+        y = y + r.repeat(1, y.shape[1] // r.shape[1], *([1] * (y.dim() - 2)))
+    if partial is not None:
+        y = partial + y
     if post is not None:
         post_scale, post_bias = (p.view(view) for p in post.reshape(2, -1))
         y = y * post_scale + post_bias
+    if shortcut is not None:
+        y = y + shortcut
     if output == Output.PACKED:
         return pack_signs_reference(y)
     return y
 
 
 def binary_conv2d_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output=0,
-                            residual=None, post=None):
+                            residual=None, post=None, in_offset=0, residual_offset=0, residual_channels=0,
+                            clamp_residual=False, partial=None, shortcut=None, branches=1):
+    if branches > 1:
+        return _branches_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output,
+                                   residual, post, in_offset, residual_offset, residual_channels, clamp_residual,
+                                   partial, shortcut, branches)
     kh, kw = kernel_size
     w = _unpack_taps(weight, kh * kw, in_channels).reshape(-1, kh, kw, in_channels).permute(0, 3, 1, 2)
-    acc = F.conv2d(_input_signs(x, in_channels, True), w, stride=tuple(stride), padding=tuple(padding))
-    return _finish(acc, scale, bias, rprelu, output, True, residual, post)
+    acc = F.conv2d(_input_signs(x, in_channels, True, in_offset), w, stride=tuple(stride), padding=tuple(padding))
+    return _finish(acc, scale, bias, rprelu, output, True, residual, post, residual_offset, residual_channels,
+                   clamp_residual, partial, shortcut)
+
+
+def _branches_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output, residual,
+                        post, in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut,
+                        branches):
+    """FDR (eq. 10) in one op: branch i is a C -> O conv on input chunk i with its own scale, bias and RPReLU
+    and residual chunk i; out = b_0, then out = out + b_i in eager's order, then post and shortcut."""
+    if output != Output.FLOAT or partial is not None or x.dtype != torch.float32:
+        raise ValueError("branches > 1 takes a float input, gives a float output and takes no partial")
+    o = scale.numel() // branches
+    if residual is not None and not residual_channels:
+        residual_channels = (residual.shape[1] - residual_offset) // branches
+    out = None
+    for i in range(branches):
+        rows = slice(i * o, (i + 1) * o)
+        last = i == branches - 1
+        out = binary_conv2d_reference(
+            x, weight[rows], scale[rows], bias[rows], None if rprelu is None else rprelu.reshape(3, -1)[:, rows],
+            in_channels, kernel_size, stride, padding, output, residual, post if last else None,
+            in_offset + i * in_channels, residual_offset + i * residual_channels, residual_channels, clamp_residual,
+            out, shortcut if last else None)
+    return out
 
 
 def binary_conv_transpose2d_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding,
-                                      output_padding, output=0, residual=None, post=None):
+                                      output_padding, output=0, residual=None, post=None, *epilogue):
     taps = transposed_tap_order(kernel_size, stride, padding)
     per_tap = _unpack_taps(weight, len(taps), in_channels)  # O x T x C
     w = per_tap.new_zeros(in_channels, weight.shape[0], *kernel_size)
     for t, (ky, kx) in enumerate(taps):
         w[:, :, ky, kx] = per_tap[:, t, :].T
-    acc = F.conv_transpose2d(_input_signs(x, in_channels, True), w, stride=tuple(stride), padding=tuple(padding),
-                             output_padding=tuple(output_padding))
-    return _finish(acc, scale, bias, rprelu, output, True, residual, post)
+    in_offset, *rest = epilogue or (0,)
+    acc = F.conv_transpose2d(_input_signs(x, in_channels, True, in_offset), w, stride=tuple(stride),
+                             padding=tuple(padding), output_padding=tuple(output_padding))
+    return _finish(acc, scale, bias, rprelu, output, True, residual, post, *rest)
 
 
-def binary_linear_reference(x, weight, scale, bias, rprelu, in_features, output=0, residual=None, post=None):
+def binary_linear_reference(x, weight, scale, bias, rprelu, in_features, output=0, residual=None, post=None,
+                            *epilogue):
     w = _unpack_taps(weight, 1, in_features)[:, 0, :]
-    acc = F.linear(_input_signs(x, in_features, False), w)
-    return _finish(acc, scale, bias, rprelu, output, False, residual, post)
+    in_offset, *rest = epilogue or (0,)
+    acc = F.linear(_input_signs(x, in_features, False, in_offset), w)
+    return _finish(acc, scale, bias, rprelu, output, False, residual, post, *rest)
 
 
 # ---------------------------------------------------------------- shapes (fake kernels)
@@ -176,22 +242,24 @@ def _in_hw(x):
 
 
 def binary_conv2d_fake(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output=0,
-                       residual=None, post=None):
+                       residual=None, post=None, in_offset=0, residual_offset=0, residual_channels=0,
+                       clamp_residual=False, partial=None, shortcut=None, branches=1):
     h, w = _in_hw(x)
     oh = (h + 2 * padding[0] - kernel_size[0]) // stride[0] + 1
     ow = (w + 2 * padding[1] - kernel_size[1]) // stride[1] + 1
-    return _out_meta(x, scale, output, oh, ow)
+    return _out_meta(x, scale[:scale.numel() // branches], output, oh, ow)
 
 
 def binary_conv_transpose2d_fake(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding,
-                                 output_padding, output=0, residual=None, post=None):
+                                 output_padding, output=0, residual=None, post=None, *epilogue):
     h, w = _in_hw(x)
     oh = (h - 1) * stride[0] - 2 * padding[0] + kernel_size[0] + output_padding[0]
     ow = (w - 1) * stride[1] - 2 * padding[1] + kernel_size[1] + output_padding[1]
     return _out_meta(x, scale, output, oh, ow)
 
 
-def binary_linear_fake(x, weight, scale, bias, rprelu, in_features, output=0, residual=None, post=None):
+def binary_linear_fake(x, weight, scale, bias, rprelu, in_features, output=0, residual=None, post=None,
+                       *epilogue):
     return _out_meta(x, scale, output)
 
 
@@ -201,23 +269,55 @@ def pack_signs_fake(x):
     return x.new_empty((x.shape[0], words_for(x.shape[1])), dtype=torch.int64)
 
 
+# ---------------------------------------------------------------- RoIAlign
+
+def roi_align_reference(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=1, aligned=False,
+                        mirror=False):
+    """bidrn.models.ops.roi_align, one box per image (B x 4): what the C++ kernel computes (roi_align.cpp)."""
+    from bidrn.models import ops as model_ops
+
+    return model_ops.roi_align(features, boxes, tuple(output_size), spatial_scale, sampling_ratio, aligned, mirror)
+
+
+def roi_align_fake(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=1, aligned=False, mirror=False):
+    return features.new_empty((features.shape[0], features.shape[1], output_size[0], output_size[1]))
+
+
+def roi_align(features, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 1,
+              aligned: bool = False, mirror: bool = False):
+    """``bidrn.models.ops.roi_align``'s signature on the ``bidrn::roi_align`` op (B x 4 boxes, fixed grid): the
+    exporter gives it to the network as its crop (``WholeBodyNet.crop_op``)."""
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or sampling_ratio < 1:
+        from bidrn.models import ops as model_ops  # K x 5 boxes or the adaptive grid: the reference's own path
+
+        return model_ops.roi_align(features, boxes, output_size, spatial_scale, sampling_ratio, aligned, mirror)
+    return torch.ops.bidrn.roi_align(features, boxes, list(output_size), float(spatial_scale), int(sampling_ratio),
+                                     bool(aligned), bool(mirror))
+
+
 # ---------------------------------------------------------------- registration
 
 _LAYER_ARGS = "Tensor x, Tensor weight, Tensor scale, Tensor bias, Tensor? rprelu"
-_EPILOGUE_ARGS = "int output=0, Tensor? residual=None, Tensor? post=None"
+_EPILOGUE_ARGS = ("int output=0, Tensor? residual=None, Tensor? post=None, int in_offset=0, int residual_offset=0, "
+                  "int residual_channels=0, bool clamp_residual=False, Tensor? partial=None, Tensor? shortcut=None")
 SCHEMAS = {
     "binary_conv2d": f"{_LAYER_ARGS}, int in_channels, int[2] kernel_size, int[2] stride, int[2] padding, "
-                     f"{_EPILOGUE_ARGS}",
+                     f"{_EPILOGUE_ARGS}, int branches=1",
     "binary_conv_transpose2d": f"{_LAYER_ARGS}, int in_channels, int[2] kernel_size, int[2] stride, "
                                f"int[2] padding, int[2] output_padding, {_EPILOGUE_ARGS}",
     "binary_linear": f"{_LAYER_ARGS}, int in_features, {_EPILOGUE_ARGS}",
     "pack_signs": "Tensor x",
+    "roi_align": "Tensor features, Tensor boxes, int[2] output_size, float spatial_scale=1.0, int sampling_ratio=1, "
+                 "bool aligned=False, bool mirror=False",
 }
 _KERNELS = {
     "binary_conv2d": (binary_conv2d_reference, binary_conv2d_fake),
     "binary_conv_transpose2d": (binary_conv_transpose2d_reference, binary_conv_transpose2d_fake),
     "binary_linear": (binary_linear_reference, binary_linear_fake),
     "pack_signs": (pack_signs_reference, pack_signs_fake),
+    "roi_align": (roi_align_reference, roi_align_fake),
 }
 
 _LIB = torch.library.Library("bidrn", "DEF")

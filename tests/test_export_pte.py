@@ -4,6 +4,7 @@ layer is refused by name; the file is smaller than the full-precision twin's. To
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 
@@ -172,3 +173,17 @@ def test_file_is_smaller_than_the_full_precision_twin_weights_alone(tiny_export,
     twin = create_model(export.full_precision_twin(model.cfg), body_model=body_model)
     twin_floor = sum(t.numel() * 4 for t in twin.state_dict().values() if t.is_floating_point())
     assert report.bytes < twin_floor
+
+
+def test_a_program_exported_for_older_op_schemas_is_refused_before_loading(tmp_path):
+    """ExecuTorch reads op arguments by position and aborts on a mismatch: the report's ops_version guards."""
+    path = tmp_path / "old.pte"
+    path.write_bytes(b"not loaded")
+    report = {"model": "bidrn", "outputs": [], "ops_outside_xnnpack": {"binary_conv2d": 3}}  # no ops_version: 1
+    (tmp_path / "old.pte.json").write_text(json.dumps(report))
+    with pytest.raises(export.ExportError, match=r"version 1 of the bidrn:: ops.*export it again"):
+        export.load_program(path)
+    report["ops_version"] = ops.OPS_VERSION
+    (tmp_path / "old.pte.json").write_text(json.dumps(report))
+    with pytest.raises(RuntimeError):  # past the check: the runtime itself refuses the bytes
+        export.load_program(path)

@@ -169,6 +169,17 @@ def test_roi_align_one_box_per_image_equals_indexed_boxes():
     torch.testing.assert_close(ops.roi_align(features, boxes, 4), ops.roi_align(features, indexed, 4))
 
 
+@pytest.mark.parametrize("sampling_ratio", [0, 1, 2, 3])
+def test_roi_align_mirror_is_the_flipped_crop_bit_for_bit(sampling_ratio):
+    # Hand4Whole feeds the left hand mirrored; the crop itself comes out mirrored, with no flip op.
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(2, 3, 40, 52, generator=generator)
+    boxes = torch.tensor([[3.3, 5.1, 35.7, 30.2], [-5.0, 10.0, 60.0, 45.0]])
+    plain = ops.roi_align(features, boxes, (9, 7), sampling_ratio=sampling_ratio)
+    assert torch.equal(ops.roi_align(features, boxes, (9, 7), sampling_ratio=sampling_ratio, mirror=True),
+                       torch.flip(plain, [3]))
+
+
 def test_roi_align_hand4whole_crop_matches_adaptive_grid_for_boxes_smaller_than_the_patch():
     # A 120 px hand box cropped to 256 x 256: ceil(120 / 256) = 1, so the export ratio is torchvision's choice.
     generator = torch.Generator().manual_seed(2)

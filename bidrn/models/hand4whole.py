@@ -80,11 +80,16 @@ class WholeBodyNet(nn.Module):
         k = math.sqrt(fx * fy * self.cfg.camera_3d_size ** 2 / (h * w))
         return torch.cat((cam_param[:, :2], k * torch.sigmoid(cam_param[:, 2:])), dim=1)
 
-    def _crop(self, img, box_body_px, size):
-        """Crop body-input-pixel boxes (B x 4) from the full image with RoIAlign -> B x 3 x size."""
+    # The RoIAlign the crops use; the ExecuTorch exporter swaps in its bidrn::roi_align op (same semantics).
+    crop_op = staticmethod(ops.roi_align)
+
+    def _crop(self, img, box_body_px, size, mirror: bool = False):
+        """Crop body-input-pixel boxes (B x 4) from the full image with RoIAlign -> B x 3 x size (mirrored
+        left-right when asked)."""
         (h, w), (bh, bw) = self.cfg.input_size, self.cfg.body_input
         scale = box_body_px.new_tensor((w / bw, h / bh, w / bw, h / bh))
-        return ops.roi_align(img, box_body_px * scale, size, sampling_ratio=self.cfg.roi_sampling_ratio)
+        return self.crop_op(img, box_body_px * scale, size, sampling_ratio=self.cfg.roi_sampling_ratio,
+                            mirror=mirror)
 
     def forward(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         self.check_input(img)
@@ -102,7 +107,7 @@ class WholeBodyNet(nn.Module):
         lhand_bbox, rhand_bbox, face_bbox = boxes
 
         # Both hands go through one (right-hand) network; the left crop is mirrored in and out.
-        hand_img = torch.cat((torch.flip(self._crop(img, lhand_bbox, cfg.hand_input), [3]),
+        hand_img = torch.cat((self._crop(img, lhand_bbox, cfg.hand_input, mirror=True),
                               self._crop(img, rhand_bbox, cfg.hand_input)))
         hand_feat = self.hand_backbone(hand_img)
         _, hand_joint_img = self.hand_position_net(hand_feat)
@@ -112,12 +117,10 @@ class WholeBodyNet(nn.Module):
         rhand_joint_img = hand_joint_img[b:]
         lhand_pose = ops.flip_axis_angle(hand_pose[:b]).flatten(1)
         rhand_pose = hand_pose[b:].flatten(1)
-        lhand_feat, rhand_feat = torch.flip(hand_feat[:b], [3]), hand_feat[b:]
-
         mcp = list(HAND_MCP)
         root6d, body6d, betas, cam_param = self.body_rotation_net(
-            body_feat, body_joint_img.detach(), lhand_feat, lhand_joint_img[:, mcp].detach(),
-            rhand_feat, rhand_joint_img[:, mcp].detach())
+            body_feat, body_joint_img.detach(), hand_feat[:b], lhand_joint_img[:, mcp].detach(),
+            hand_feat[b:], rhand_joint_img[:, mcp].detach(), mirror_lhand=True)
         root_pose = ops.rot6d_to_axis_angle(root6d)
         body_pose = ops.rot6d_to_axis_angle(body6d.view(-1, 6)).view(b, BODY_POSE_JOINTS * 3)
 

@@ -55,7 +55,7 @@ def _bin_samples(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor
 
 def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple[int, int],
               spatial_scale: float = 1.0, sampling_ratio: int = EXPORT_SAMPLING_RATIO,
-              aligned: bool = False) -> torch.Tensor:
+              aligned: bool = False, mirror: bool = False) -> torch.Tensor:
     """RoIAlign (He et al., Mask R-CNN, 2017) with torchvision.ops.roi_align's exact semantics.
 
     features: B x C x H x W; boxes: K x 5 [batch_idx, x1, y1, x2, y2] or B x 4 (box k crops image k), in input
@@ -66,6 +66,9 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int | tu
     sampling_ratio > 0 fixes that grid (exportable; see EXPORT_SAMPLING_RATIO for the model's choice);
     sampling_ratio <= 0 uses torchvision's adaptive ceil(roi_h / out_h) x ceil(roi_w / out_w), whose size depends
     on the box values, so it runs in eager mode only.
+    mirror=True returns the crop flipped left-right, bit for bit ``torch.flip(roi_align(...), [3])``: the bins are
+    taken in reverse order and each bin's samples in their usual order, so every sum rounds as unmirrored, and
+    no flip of the crop itself runs (a slow portable op in ExecuTorch).
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     batch_index, xyxy = _boxes_with_batch_index(boxes)
@@ -94,6 +97,9 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int | tu
 
     ys, weight_y = _bin_samples(y1, bin_h, grid_h, out_h, max_grid_h, height)
     xs, weight_x = _bin_samples(x1, bin_w, grid_w, out_w, max_grid_w, width)
+    if mirror:  # reverse the bins, not the samples within a bin (tiny K x out_w x G tensors)
+        xs = xs.unflatten(1, (out_w, max_grid_w)).flip(1).flatten(1)
+        weight_x = weight_x.flip(1)
     # grid_sample with align_corners=True reads pixel i at -1 + 2 i / (n - 1): exact bilinear interpolation on
     # coordinates already clamped into the image, which is what torchvision's bilinear_interpolate does.
     gy = ys / max(height - 1, 1) * 2 - 1

@@ -202,6 +202,8 @@ struct PhaseBuffers {
 struct Scratch {
   std::vector<uint64_t> packed;
   PhaseBuffers phase;
+  std::vector<PhaseBuffers> branch;  // FDR: one im2col per branch
+  std::vector<float> rprelu;         // FDR: each branch's RPReLU rows, contiguous
 };
 
 Scratch& scratch() {
@@ -329,13 +331,126 @@ void build_correction(const ConvShape& s, const Phase& ph, const uint64_t* weigh
   }
 }
 
+// Tiles per work item: as many as keep the strip's im2col rows within 16 KB (half of a 32 KB L1), so the
+// rows stay cached while the channel groups sweep over them; one tile for the wide layers (k_words >= 64).
+int64_t strip_tiles(int64_t k_words) {
+  if (k_words < 1) return kMaxStripTiles;  // a transposed-conv phase no tap reaches
+  const int64_t fit = (16 * 1024) / (kTilePixels * k_words * int64_t(sizeof(uint64_t)));
+  return std::max<int64_t>(1, std::min<int64_t>(kMaxStripTiles, fit));
+}
+
+// A 1x1, stride-1, unpadded conv of at most 64 input channels reads one word per pixel, and its im2col
+// layout [block][1 word][8 lanes] is the packed input itself: pack straight into the im2col buffer (lanes
+// past the last pixel zeroed) instead of packing and then copying every word.
+bool pointwise_one_word(const ConvShape& s) {
+  return !s.transposed && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+         s.pad_h == 0 && s.pad_w == 0 && words_for(s.in_channels) == 1;
+}
+
+void pack_as_rows(const ConvShape& s, const Kernels& kern, const float* x, ParallelFor parallel, PhaseBuffers& b) {
+  const int64_t pixels = s.in_h * s.in_w, padded = (pixels + kLanes - 1) / kLanes * kLanes;
+  grow(b.a, size_t(padded));
+  run_parallel(parallel, (pixels + 63) / 64, [&](int64_t c0, int64_t c1) {
+    kern.pack(x, s.in_channels, pixels, c0 * 64, std::min(c1 * 64, pixels), b.a.data());
+  });
+  for (int64_t p = pixels; p < padded; ++p) b.a[size_t(p)] = 0;
+  b.any_border = false;
+}
+
 }  // namespace
 
 void pack_signs(const float* x, int64_t channels, int64_t pixels, uint64_t* out) {
   kernels_for(active_path()).pack(x, channels, pixels, 0, pixels, out);
 }
 
+namespace {
+
+// FDR's k branches in one call (ConvArgs::branches): per image, each branch packs its input chunk and lays
+// out its im2col; then each work item (a pixel strip x 64 channels) runs the k branches in turn, branch i
+// adding the strip branch i - 1 just wrote (`partial` = the output itself, still in L2). Against k separate
+// ops this reads each chunk once for the signs and once as residual and writes the output once, instead of
+// also writing and re-reading k - 1 partial sums.
+void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
+  const Kernels& kern = kernels_for(active_path());
+  const int64_t k = args.branches, C = s.in_channels, O = s.out_channels;
+  const int64_t cw = words_for(C), in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t ldw = cw;  // 1x1
+  const std::vector<Phase> phases = phases_of(s);
+  const Phase& ph = phases[0];
+  Scratch& sc = scratch();
+  grow(sc.packed, size_t(k * in_plane * cw));
+  if (sc.branch.size() < size_t(k)) sc.branch.resize(size_t(k));
+  grow(sc.rprelu, size_t(3 * k * O));
+  if (ep.rprelu) {  // rows beta, gamma, zeta of k * O -> per branch 3 x O
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t r = 0; r < 3; ++r)
+        std::memcpy(&sc.rprelu[size_t((i * 3 + r) * O)], ep.rprelu + r * k * O + i * O, sizeof(float) * size_t(O));
+  }
+  const int64_t x_stride = args.x_batch_stride ? args.x_batch_stride : k * C * in_plane;
+  const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride
+                                                      : k * ep.residual_channels * out_plane;
+  std::vector<TileJob> jobs(static_cast<size_t>(k));
+  for (int64_t n = 0; n < s.batch; ++n) {
+    float* out = static_cast<float*>(args.out) + n * O * out_plane;
+    for (int64_t i = 0; i < k; ++i) {
+      const float* x = args.x_float + n * x_stride + i * C * in_plane;
+      PhaseBuffers& buf = sc.branch[size_t(i)];
+      if (pointwise_one_word(s)) {
+        pack_as_rows(s, kern, x, parallel, buf);
+      } else {
+        uint64_t* packed = sc.packed.data() + i * in_plane * cw;
+        run_parallel(parallel, (in_plane + 63) / 64, [&](int64_t c0, int64_t c1) {
+          kern.pack(x, C, in_plane, c0 * 64, std::min(c1 * 64, in_plane), packed);
+        });
+        build_rows(s, ph, packed, parallel, buf);
+      }
+      build_correction(s, ph, args.weight + i * O * ldw, ldw, kern, buf);  // no padding: an all-zero table
+      TileJob& job = jobs[size_t(i)];
+      job.a = buf.a.data();
+      job.pixels = out_plane;
+      job.k_words = cw;
+      job.w = args.weight + i * O * ldw;
+      job.ldw = ldw;
+      job.out_channels = O;
+      job.k_bits = int32_t(C);
+      job.corr = buf.corr.data();
+      job.corr_stride = buf.corr_stride;
+      job.mask_id = buf.mask_id.data();
+      job.out_plane = out_plane;
+      job.output = Output::kFloat;
+      job.out = out;
+      job.ep = ep;
+      job.ep.scale = ep.scale + i * O;
+      job.ep.bias = ep.bias + i * O;
+      job.ep.rprelu = ep.rprelu ? sc.rprelu.data() + i * 3 * O : nullptr;
+      job.residual = ep.residual ? ep.residual + n * res_stride + i * ep.residual_channels * out_plane : nullptr;
+      job.partial = i > 0 ? out : nullptr;
+      const bool last = i == k - 1;
+      job.ep.post = last ? ep.post : nullptr;
+      job.shortcut = last && ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;
+    }
+    // Strips of at most 16 tiles: a 64-channel chunk of a strip (128 KB) stays in L2 from branch to branch.
+    const int64_t blocks = (out_plane + kLanes - 1) / kLanes;
+    const int64_t tiles = (blocks + kTileBlocks - 1) / kTileBlocks, chunks = (O + 63) / 64;
+    const int64_t per_strip = std::min<int64_t>(16, strip_tiles(cw)), strips = (tiles + per_strip - 1) / per_strip;
+    run_parallel(parallel, strips * chunks, [&](int64_t i0, int64_t i1) {
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t t = item / chunks * per_strip, c = item % chunks;
+        for (int64_t i = 0; i < k; ++i)
+          kern.tile(jobs[size_t(i)], t * kTileBlocks, std::min((t + per_strip) * kTileBlocks, blocks), c * 64,
+                    std::min(c * 64 + 64, O));
+      }
+    });
+  }
+}
+
+}  // namespace
+
 void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
+  if (args.branches > 1) {
+    binary_conv_branches(s, ep, args, parallel);
+    return;
+  }
   const Kernels& kern = kernels_for(active_path());
   const int64_t cw = words_for(s.in_channels), O = s.out_channels;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
@@ -346,10 +461,14 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
   std::vector<uint64_t>& packed = scratch_.packed;
   if (args.x_float) grow(packed, size_t(in_plane * cw));
   PhaseBuffers& buf = scratch_.phase;
+  const bool direct = args.x_float && pointwise_one_word(s);
   for (int64_t n = 0; n < s.batch; ++n) {
-    const uint64_t* xp;
-    if (args.x_float) {
-      const float* x = args.x_float + n * s.in_channels * in_plane;
+    const uint64_t* xp = nullptr;
+    if (direct) {
+      pack_as_rows(s, kern, args.x_float + n * (args.x_batch_stride ? args.x_batch_stride : s.in_channels * in_plane),
+                   parallel, buf);
+    } else if (args.x_float) {
+      const float* x = args.x_float + n * (args.x_batch_stride ? args.x_batch_stride : s.in_channels * in_plane);
       run_parallel(parallel, (in_plane + 63) / 64, [&](int64_t c0, int64_t c1) {
         kern.pack(x, s.in_channels, in_plane, c0 * 64, std::min(c1 * 64, in_plane), packed.data());
       });
@@ -368,7 +487,7 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
     for (const Phase& ph : phases) {
       const int64_t pixels = ph.ny * ph.nx;
       if (pixels == 0) continue;
-      build_rows(s, ph, xp, parallel, buf);
+      if (!direct) build_rows(s, ph, xp, parallel, buf);
       build_correction(s, ph, args.weight, ldw, kern, buf);
       if (s.transposed) {
         grow(buf.dest, size_t(pixels));
@@ -391,15 +510,20 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
       job.out_words = out_words;
       job.output = args.output;
       job.out = out;
-      job.residual = ep.residual ? ep.residual + n * ep.residual_channels * out_plane : nullptr;
+      const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride : ep.residual_channels * out_plane;
+      job.residual = ep.residual ? ep.residual + n * res_stride : nullptr;
+      job.partial = ep.partial ? ep.partial + n * O * out_plane : nullptr;
+      job.shortcut = ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;
       job.ep = ep;
-      // Work items: 32-pixel tiles x 64-channel chunks (a chunk owns whole words of packed output).
+      // Work items: strips of 32-pixel tiles x 64-channel chunks (a chunk owns whole words of packed output).
       const int64_t blocks = (pixels + kLanes - 1) / kLanes;
       const int64_t tiles = (blocks + kTileBlocks - 1) / kTileBlocks, chunks = (O + 63) / 64;
-      run_parallel(parallel, tiles * chunks, [&](int64_t i0, int64_t i1) {
+      const int64_t per_strip = strip_tiles(job.k_words), strips = (tiles + per_strip - 1) / per_strip;
+      run_parallel(parallel, strips * chunks, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
-          const int64_t t = i / chunks, c = i % chunks;
-          kern.tile(job, t * kTileBlocks, std::min((t + 1) * kTileBlocks, blocks), c * 64, std::min(c * 64 + 64, O));
+          const int64_t t = i / chunks * per_strip, c = i % chunks;
+          kern.tile(job, t * kTileBlocks, std::min((t + per_strip) * kTileBlocks, blocks), c * 64,
+                    std::min(c * 64 + 64, O));
         }
       });
     }

@@ -22,24 +22,38 @@ struct ConvShape {
 };
 
 // Per output channel: y = scale * acc + bias, then optionally RPReLU (eq. 6) with rprelu = [beta; gamma; zeta],
-// then optionally y = y + residual, then optionally y = y * post_scale + post_bias: an LCR module's
-// BN(RPReLU(bconv(a_f)) + a_f) in one pass, each step one rounding as PyTorch does it.
+// then optionally y = y + r (r the residual, Hardtanh'ed first when clamp_residual), then optionally
+// y = partial + y, then optionally y = y * post_scale + post_bias, then optionally y = y + shortcut: an LCR
+// module's BN(RPReLU(bconv(a_f)) + a_f), an FDR branch's running sum and a block's residual add in one pass,
+// each step one rounding as PyTorch does it.
 struct Epilogue {
   const float* scale = nullptr;
   const float* bias = nullptr;
   const float* rprelu = nullptr;    // 3 x out_channels, or null
-  const float* residual = nullptr;  // N x residual_channels x out_h x out_w float32 (NCHW), or null
+  const float* residual = nullptr;  // image 0's first residual channel (NCHW planes), or null
   int64_t residual_channels = 0;    // output channel o adds residual channel o % residual_channels
   const float* post = nullptr;      // 2 x out_channels: [post_scale; post_bias], or null
+  int64_t residual_batch_stride = 0;  // floats between images of the residual; 0 = residual_channels planes
+  bool clamp_residual = false;        // add Hardtanh(r) = min(max(r, -1), 1) instead of r
+  const float* partial = nullptr;     // N x out_channels x out_h x out_w, added before the post affine
+  const float* shortcut = nullptr;    // N x out_channels x out_h x out_w, added after the post affine
 };
 
 // Exactly one of x_float (NCHW float32) and x_packed (NHWC, words_for(in_channels) uint64 per pixel) is set.
+// x_float points at the first channel read; x_batch_stride (floats between images, 0 = in_channels planes)
+// lets a layer read a channel range of a wider tensor.
 struct ConvArgs {
   const float* x_float = nullptr;
   const uint64_t* x_packed = nullptr;
   const uint64_t* weight = nullptr;  // packed by mobile_export.ops (layout in docs/kernels.md)
   void* out = nullptr;
   Output output = Output::kFloat;
+  int64_t x_batch_stride = 0;
+  // FDR (eq. 10) in one call: branch i is a 1x1 conv of the in_channels from channel i * in_channels on,
+  // with weight rows, scale, bias and RPReLU of branch i (stacked: k x out_channels each; rprelu 3 x k O)
+  // and residual channels from i * residual_channels; out = b_0, then out = out + b_i, then post and
+  // shortcut. Needs a 1x1 conv without padding and float input and output.
+  int64_t branches = 1;
 };
 
 // Runs body(context, begin, end) over [0, n), possibly on several threads; the ExecuTorch adapter passes

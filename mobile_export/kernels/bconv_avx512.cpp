@@ -23,7 +23,7 @@ struct FusedTile {
 // residual and post affine, masked store. 16 lanes at a time halves the epilogue's instructions, which
 // dominate 1x1 convs of 64-128 channels (a handful of popcounts per output).
 inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int pair, float* out, const float* res,
-                        __m512i r) {
+                        int64_t at, __m512i r) {
   __m512i acc = _mm512_sub_epi32(_mm512_set1_epi32(j.k_bits), _mm512_add_epi32(r, r));
   if (t.border[pair]) {
     const __m512i row = _mm512_loadu_si512(j.corr + o * j.corr_stride);  // corr_stride == 16 here
@@ -37,9 +37,17 @@ inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int pai
     const __m512 slope = _mm512_mul_ps(_mm512_set1_ps(j.ep.rprelu[o]), s);
     y = _mm512_add_ps(_mm512_mask_blend_ps(positive, slope, s), _mm512_set1_ps(j.ep.rprelu[2 * j.out_channels + o]));
   }
-  if (res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(t.live[pair], res));
+  if (res) {
+    __m512 rv = _mm512_maskz_loadu_ps(t.live[pair], res);
+    // Hardtanh as torch.clamp: with the constant first, max/min return the second operand, so NaN passes.
+    if (j.ep.clamp_residual)
+      rv = _mm512_min_ps(_mm512_set1_ps(1.0f), _mm512_max_ps(_mm512_set1_ps(-1.0f), rv));
+    y = _mm512_add_ps(y, rv);
+  }
+  if (j.partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(t.live[pair], j.partial + o * j.out_plane + at), y);
   if (j.ep.post)
     y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_set1_ps(j.ep.post[o])), _mm512_set1_ps(j.ep.post[j.out_channels + o]));
+  if (j.shortcut) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(t.live[pair], j.shortcut + o * j.out_plane + at));
   _mm512_mask_storeu_ps(out, t.live[pair], y);
 }
 
@@ -50,6 +58,8 @@ inline __m512i narrow_pair(__m512i a, __m512i b) {
 
 // MB blocks x NB channels of accumulators = 24 zmm at the full 4 x 6 tile, plus 4 row loads and the
 // broadcast: fits the 32 registers with room for the temporaries.
+constexpr int64_t kPrefetchAhead = 4 * kTilePixels;  // pixels: four tiles, 512 bytes of each float stream
+
 template <int MB, int NB>
 void micro(const TileJob& j, const FusedTile* fused, int64_t p0, int64_t o, const uint64_t* a, int32_t* r) {
   const int64_t a_stride = j.k_words * kLanes, ldw = j.ldw;
@@ -68,13 +78,27 @@ void micro(const TileJob& j, const FusedTile* fused, int64_t p0, int64_t o, cons
   }
   if (fused) {
     float* out = static_cast<float*>(j.out) + p0;
-    for (int n = 0; n < NB; ++n)
+    // Residual channel of output o + n is (o + n) mod R: one division per call, then wrap by subtraction (a
+    // division per 16 outputs cost a tenth of a 1x1 layer).
+    const int64_t R = j.ep.residual_channels;
+    int64_t rc = j.residual ? o % R : 0;
+    for (int n = 0; n < NB; ++n, rc = rc + 1 == R ? 0 : rc + 1) {
+      // The epilogue's float streams (residual, partial, shortcut) are read a tile (128 bytes) at a time per
+      // channel, 6 channels interleaved: more streams than the prefetchers follow, so ask for the lines
+      // kPrefetchAhead pixels on (loads past a plane's end are only hints).
+      const int64_t ahead = p0 + kPrefetchAhead;
+      if (j.residual) _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead), _MM_HINT_T0);
+      if (j.partial) _mm_prefetch(reinterpret_cast<const char*>(j.partial + (o + n) * j.out_plane + ahead), _MM_HINT_T0);
+      if (j.shortcut) _mm_prefetch(reinterpret_cast<const char*>(j.shortcut + (o + n) * j.out_plane + ahead), _MM_HINT_T0);
+      if (j.residual) _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead + 16), _MM_HINT_T0);
+      if (j.partial) _mm_prefetch(reinterpret_cast<const char*>(j.partial + (o + n) * j.out_plane + ahead + 16), _MM_HINT_T0);
+      if (j.shortcut) _mm_prefetch(reinterpret_cast<const char*>(j.shortcut + (o + n) * j.out_plane + ahead + 16), _MM_HINT_T0);
       for (int m = 0; m < MB; m += 2) {
-        const float* res = j.residual ? j.residual + ((o + n) % j.ep.residual_channels) * j.out_plane + p0 + m * kLanes
-                                      : nullptr;
+        const float* res = j.residual ? j.residual + rc * j.out_plane + p0 + m * kLanes : nullptr;
         const __m512i r = narrow_pair(acc[m][n], m + 1 < MB ? acc[m + 1][n] : _mm512_setzero_si512());
-        fused_store(j, *fused, o + n, m / 2, out + (o + n) * j.out_plane + m * kLanes, res, r);
+        fused_store(j, *fused, o + n, m / 2, out + (o + n) * j.out_plane + m * kLanes, res, p0 + m * kLanes, r);
       }
+    }
     return;
   }
   for (int n = 0; n < NB; ++n)
@@ -101,28 +125,33 @@ Micro micro_for(int mb, int nb) {
 }
 
 void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  const TilePixels tile(j, b0, b1);
+  const Strip strip(j, b0, b1);
   alignas(64) int32_t r[kNB * kTilePixels];
-  const int mb = int(b1 - b0);
-  const uint64_t* a = j.a + b0 * j.k_words * kLanes;
   // The in-register epilogue covers the common case: float NCHW output of a plain conv whose correction
   // rows fit one two-register permute (<= 16 distinct padding masks, 9 for a 3x3 conv).
-  FusedTile fused;
   const bool use_fused = j.output == Output::kFloat && !j.dest && j.corr_stride == 16;
+  FusedTile fused[kMaxStripTiles];
   if (use_fused) {
-    for (int m = 0; m < mb; m += 2) {
-      const int64_t first = tile.p0 + m * kLanes;
-      const int64_t live = j.pixels - first < 2 * kLanes ? j.pixels - first : 2 * kLanes;
-      const __mmask16 lanes = static_cast<__mmask16>((1u << live) - 1);
-      fused.ids[m / 2] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, j.mask_id + first));
-      fused.border[m / 2] = _mm512_test_epi32_mask(fused.ids[m / 2], fused.ids[m / 2]) != 0;
-      fused.live[m / 2] = lanes;
+    for (int i = 0; i < strip.tiles; ++i) {
+      const int mb = int((i + 1) * kTileBlocks <= b1 - b0 ? kTileBlocks : b1 - b0 - i * kTileBlocks);
+      for (int m = 0; m < mb; m += 2) {
+        const int64_t first = strip.tile[i].p0 + m * kLanes;
+        const int64_t live = j.pixels - first < 2 * kLanes ? j.pixels - first : 2 * kLanes;
+        const __mmask16 lanes = static_cast<__mmask16>((1u << live) - 1);
+        fused[i].ids[m / 2] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, j.mask_id + first));
+        fused[i].border[m / 2] = _mm512_test_epi32_mask(fused[i].ids[m / 2], fused[i].ids[m / 2]) != 0;
+        fused[i].live[m / 2] = lanes;
+      }
     }
   }
   for (int64_t o = o0; o < o1; o += kNB) {
     const int nb = int(o1 - o < kNB ? o1 - o : kNB);
-    micro_for(mb, nb)(j, use_fused ? &fused : nullptr, tile.p0, o, a, r);
-    if (!use_fused) finish_tile(j, tile, o, nb, r);
+    for (int i = 0; i < strip.tiles; ++i) {
+      const int64_t tb0 = strip.first_block(i, b0);
+      const int mb = int(tb0 + kTileBlocks <= b1 ? kTileBlocks : b1 - tb0);
+      micro_for(mb, nb)(j, use_fused ? &fused[i] : nullptr, strip.tile[i].p0, o, j.a + tb0 * j.k_words * kLanes, r);
+      if (!use_fused) finish_tile(j, strip.tile[i], o, nb, r);
+    }
   }
 }
 

@@ -25,14 +25,23 @@ struct TileJob {
   Output output = Output::kFloat;
   void* out = nullptr;               // this image's output
   const float* residual = nullptr;   // this image's residual (ep.residual offset by the batch index)
+  const float* partial = nullptr;    // this image's partial sum, or null
+  const float* shortcut = nullptr;   // this image's shortcut, or null
   Epilogue ep;
 };
 
 constexpr int64_t kTileBlocks = 4;            // pixel blocks per tile: 32 pixels
 constexpr int64_t kTilePixels = kTileBlocks * kLanes;
+// A work item is a strip of up to kMaxStripTiles tiles x a chunk of output channels. Inside it the kernels
+// loop channel groups outside and tiles inside, so each output channel gets one contiguous run of up to
+// strip * 32 floats. With one tile per item (the old order) a 1x1 conv wrote 32 floats into each of 256
+// planes 16 KB apart per tile: every line mapped to the same L1 set, and the 64 -> 256 hand layer ran at
+// 8x its memcpy time. The driver sizes strips so their im2col rows stay in L1 (strip_tiles in bconv.cpp).
+constexpr int64_t kMaxStripTiles = 64;
 
 struct Kernels {
-  // Tile of blocks [b0, b1) (at most kTileBlocks) x output channels [o0, o1).
+  // Strip of blocks [b0, b1) (b0 a multiple of kTileBlocks, at most kMaxStripTiles tiles) x output
+  // channels [o0, o1).
   void (*tile)(const TileJob& job, int64_t b0, int64_t b1, int64_t o0, int64_t o1);
   // Sign-packs pixels [p0, p1) of a C x HW plane into out[p][words_for(C)].
   void (*pack)(const float* x, int64_t channels, int64_t plane, int64_t p0, int64_t p1, uint64_t* out);
@@ -87,11 +96,24 @@ inline void finish_channel(const TileJob& j, int64_t p0, int64_t n, int64_t o, c
   }
   if (j.residual) {
     const float* res = j.residual + (o % j.ep.residual_channels) * j.out_plane;
-    for (int64_t i = 0; i < n; ++i) y[i] = y[i] + res[j.dest ? j.dest[p0 + i] : p0 + i];
+    for (int64_t i = 0; i < n; ++i) {
+      float r = res[j.dest ? j.dest[p0 + i] : p0 + i];
+      // Hardtanh as torch.clamp: NaN stays NaN (neither comparison holds).
+      if (j.ep.clamp_residual) r = r < -1.0f ? -1.0f : r > 1.0f ? 1.0f : r;
+      y[i] = y[i] + r;
+    }
+  }
+  if (j.partial) {
+    const float* part = j.partial + o * j.out_plane;
+    for (int64_t i = 0; i < n; ++i) y[i] = part[j.dest ? j.dest[p0 + i] : p0 + i] + y[i];
   }
   if (j.ep.post) {
     const float ps = j.ep.post[o], pb = j.ep.post[j.out_channels + o];
     for (int64_t i = 0; i < n; ++i) y[i] = y[i] * ps + pb;
+  }
+  if (j.shortcut) {
+    const float* sc = j.shortcut + o * j.out_plane;
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] + sc[j.dest ? j.dest[p0 + i] : p0 + i];
   }
   if (j.output == Output::kFloat) {
     float* out = static_cast<float*>(j.out) + o * j.out_plane;
@@ -114,8 +136,9 @@ inline void finish_channel(const TileJob& j, int64_t p0, int64_t n, int64_t o, c
 
 // The tile of blocks [b0, b1): its first pixel, pixel count and border pixels.
 struct TilePixels {
-  int64_t p0, n;
+  int64_t p0 = 0, n = 0;
   BorderList border;
+  TilePixels() = default;
   TilePixels(const TileJob& j, int64_t b0, int64_t b1) {
     p0 = b0 * kLanes;
     n = (b1 * kLanes < j.pixels ? b1 * kLanes : j.pixels) - p0;
@@ -133,6 +156,17 @@ inline void finish_tile(const TileJob& j, const TilePixels& t, int64_t o, int nb
   for (int c = 0; c < nb; ++c) finish_channel(j, t.p0, t.n, o + c, r + c * kTilePixels, t.border);
 }
 
+// The tiles of a strip of blocks [b0, b1): tile i covers blocks [b0 + i kTileBlocks, ...).
+struct Strip {
+  int tiles = 0;
+  TilePixels tile[kMaxStripTiles];
+  int64_t first_block(int i, int64_t b0) const { return b0 + i * kTileBlocks; }
+  Strip(const TileJob& j, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b += kTileBlocks, ++tiles)
+      tile[tiles] = TilePixels(j, b, b + kTileBlocks < b1 ? b + kTileBlocks : b1);
+  }
+};
+
 // Tile driver of the paths whose micro-kernel counts one pixel block against nb <= NB channels into
 // r[c][kTilePixels] (AVX2, NEON): blocks one by one, then the shared scalar epilogue.
 using BlockMicro = void (*)(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, int32_t* r);
@@ -140,13 +174,16 @@ using BlockMicro = void (*)(const uint64_t* a, const uint64_t* w, int64_t ldw, i
 template <int NB>
 inline void tile_by_blocks(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1,
                            const BlockMicro (&micro)[NB + 1]) {
-  const TilePixels tile(j, b0, b1);
+  const Strip strip(j, b0, b1);
   alignas(64) int32_t r[NB * kTilePixels];
   for (int64_t o = o0; o < o1; o += NB) {
     const int nb = int(o1 - o < NB ? o1 - o : NB);
-    for (int64_t b = b0; b < b1; ++b)
-      micro[nb](j.a + b * j.k_words * kLanes, j.w + o * j.ldw, j.ldw, j.k_words, r + (b - b0) * kLanes);
-    finish_tile(j, tile, o, nb, r);
+    for (int i = 0; i < strip.tiles; ++i) {
+      const int64_t tb0 = strip.first_block(i, b0), tb1 = tb0 + kTileBlocks < b1 ? tb0 + kTileBlocks : b1;
+      for (int64_t b = tb0; b < tb1; ++b)
+        micro[nb](j.a + b * j.k_words * kLanes, j.w + o * j.ldw, j.ldw, j.k_words, r + (b - tb0) * kLanes);
+      finish_tile(j, strip.tile[i], o, nb, r);
+    }
   }
 }
 

@@ -6,20 +6,22 @@ namespace bidrn {
 namespace {
 
 void scalar_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  const TilePixels tile(j, b0, b1);
+  const Strip strip(j, b0, b1);
   int32_t r[kTilePixels];
-  const int64_t p0 = b0 * kLanes;
   for (int64_t o = o0; o < o1; ++o) {
     const uint64_t* w = j.w + o * j.ldw;
-    for (int64_t b = b0; b < b1; ++b) {
-      const uint64_t* a = j.a + b * j.k_words * kLanes;
-      for (int64_t l = 0; l < kLanes; ++l) {
-        int32_t count = 0;
-        for (int64_t k = 0; k < j.k_words; ++k) count += __builtin_popcountll(a[k * kLanes + l] ^ w[k]);
-        r[(b * kLanes + l) - p0] = count;
+    for (int i = 0; i < strip.tiles; ++i) {
+      const int64_t tb0 = strip.first_block(i, b0), tb1 = tb0 + kTileBlocks < b1 ? tb0 + kTileBlocks : b1;
+      for (int64_t b = tb0; b < tb1; ++b) {
+        const uint64_t* a = j.a + b * j.k_words * kLanes;
+        for (int64_t l = 0; l < kLanes; ++l) {
+          int32_t count = 0;
+          for (int64_t k = 0; k < j.k_words; ++k) count += __builtin_popcountll(a[k * kLanes + l] ^ w[k]);
+          r[(b - tb0) * kLanes + l] = count;
+        }
       }
+      finish_tile(j, strip.tile[i], o, 1, r);
     }
-    finish_tile(j, tile, o, 1, r);
   }
 }
 

@@ -40,40 +40,69 @@ bool resize(Tensor& out, std::initializer_list<int64_t> sizes) {
   return executorch::runtime::resize_tensor(out, {s.data(), i}) == executorch::runtime::Error::Ok;
 }
 
+// The schema's trailing epilogue arguments (mobile_export/ops.py), shared by the three layer ops.
+struct Extra {
+  int64_t in_offset, residual_offset, residual_channels;
+  bool clamp_residual;
+  const std::optional<Tensor>& partial;
+  const std::optional<Tensor>& shortcut;
+  int64_t branches = 1;  // binary_conv2d only: FDR's k branches in one op
+};
+
 // Shared by the three layer ops: epilogue tensors, input form and output allocation. `spatial` is false
 // for Linear, whose tensors have no H, W dims.
 Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& x, const Tensor& weight,
             const Tensor& scale, const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t output,
-            const std::optional<Tensor>& residual, const std::optional<Tensor>& post, Tensor& out) {
-  const int64_t O = scale.numel();
+            const std::optional<Tensor>& residual, const std::optional<Tensor>& post, const Extra& extra,
+            Tensor& out) {
+  const int64_t k = extra.branches;
+  ET_KERNEL_CHECK_MSG(ctx, k >= 1 && scale.numel() % k == 0, InvalidArgument, out,
+                      "branches must be >= 1 and divide the number of scales");
+  ET_KERNEL_CHECK_MSG(ctx, k == 1 || (s.kernel_h == 1 && s.kernel_w == 1 && s.pad_h == 0 && s.pad_w == 0 &&
+                                      output == 0 && x.scalar_type() == ScalarType::Float &&
+                                      !extra.partial.has_value()),
+                      InvalidArgument, out,
+                      "branches > 1 (FDR) needs a 1x1 conv without padding, a float input and output, and no partial");
+  const int64_t O = scale.numel() / k;
   s.out_channels = O;
   ET_KERNEL_CHECK_MSG(ctx, output >= 0 && output <= 2, InvalidArgument, out,
                       "output must be 0 (float), 1 (int32 accumulator) or 2 (packed signs), got %lld",
                       static_cast<long long>(output));
   ET_KERNEL_CHECK_MSG(ctx, scale.scalar_type() == ScalarType::Float && bias.scalar_type() == ScalarType::Float &&
-                               bias.numel() == O, InvalidArgument, out,
-                      "scale and bias must be float32 with one value per output channel");
+                               bias.numel() == k * O, InvalidArgument, out,
+                      "scale and bias must be float32 with one value per output channel (of every branch)");
   ET_KERNEL_CHECK_MSG(ctx, !rprelu.has_value() || (rprelu->scalar_type() == ScalarType::Float &&
-                                                   rprelu->numel() == 3 * O),
+                                                   rprelu->numel() == 3 * k * O),
                       InvalidArgument, out, "rprelu must be float32 3 x out_channels (beta, gamma, zeta)");
   ET_KERNEL_CHECK_MSG(ctx, !post.has_value() || (post->scalar_type() == ScalarType::Float && post->numel() == 2 * O),
                       InvalidArgument, out, "post must be float32 2 x out_channels (scale, bias)");
   const int64_t plane = s.out_h * s.out_w;
-  int64_t residual_channels = 0;
+  int64_t residual_channels = 0, residual_total = 0;
   if (residual.has_value()) {
-    residual_channels = residual->dim() > 1 ? residual->size(1) : 0;
+    residual_total = residual->dim() > 1 ? residual->size(1) : 0;
+    residual_channels = extra.residual_channels ? extra.residual_channels
+                                                : (residual_total - extra.residual_offset) / k;
     ET_KERNEL_CHECK_MSG(ctx, residual->scalar_type() == ScalarType::Float && output != 1 && residual_channels > 0 &&
+                                 extra.residual_offset >= 0 &&
+                                 extra.residual_offset + k * residual_channels <= residual_total &&
                                  O % residual_channels == 0 && residual->size(0) == s.batch &&
-                                 residual->numel() == s.batch * residual_channels * plane,
+                                 residual->numel() == s.batch * residual_total * plane,
                         InvalidArgument, out,
-                        "residual must be float32 N x R x out_h x out_w (R dividing out_channels), with a float or "
-                        "packed output");
+                        "residual must be float32 N x C x out_h x out_w, read from channel residual_offset for "
+                        "R = residual_channels channels (R dividing out_channels), with a float or packed output");
+  }
+  for (const std::optional<Tensor>* t : {&extra.partial, &extra.shortcut}) {
+    ET_KERNEL_CHECK_MSG(ctx, !t->has_value() || ((*t)->scalar_type() == ScalarType::Float && output != 1 &&
+                                                 (*t)->numel() == s.batch * O * plane),
+                        InvalidArgument, out,
+                        "partial and shortcut must be float32 shaped like the float output, with a float or packed "
+                        "output");
   }
   const char* err = check_shape(s);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
-  ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Long && weight.numel() == weight_words(s),
+  ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Long && weight.numel() == k * weight_words(s),
                       InvalidArgument, out, "weight must be int64 with %lld packed words (got %lld)",
-                      static_cast<long long>(weight_words(s)), static_cast<long long>(weight.numel()));
+                      static_cast<long long>(k * weight_words(s)), static_cast<long long>(weight.numel()));
   bool ok;
   ScalarType want;
   if (output == 2) {
@@ -88,34 +117,53 @@ Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& 
                       static_cast<long long>(output));
   ConvArgs args;
   if (x.scalar_type() == ScalarType::Float) {
-    args.x_float = x.const_data_ptr<float>();
+    const int64_t in_plane = s.in_h * s.in_w;
+    ET_KERNEL_CHECK_MSG(ctx, x.size(1) >= extra.in_offset + k * s.in_channels, InvalidArgument, out,
+                        "x has %lld channels; in_offset + branches x in_channels = %lld",
+                        static_cast<long long>(x.size(1)), static_cast<long long>(extra.in_offset + k * s.in_channels));
+    args.x_float = x.const_data_ptr<float>() + extra.in_offset * in_plane;
+    args.x_batch_stride = x.size(1) * in_plane;
+    args.branches = k;
   } else {
-    ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Long, InvalidArgument, out,
-                        "x must be float32 (NCHW) or int64 packed signs (NHWC words)");
+    ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Long && extra.in_offset == 0, InvalidArgument, out,
+                        "x must be float32 (NCHW) or int64 packed signs (NHWC words, read whole: in_offset 0)");
     args.x_packed = reinterpret_cast<const uint64_t*>(x.const_data_ptr<int64_t>());
   }
   args.weight = reinterpret_cast<const uint64_t*>(weight.const_data_ptr<int64_t>());
   args.out = out.mutable_data_ptr();
   args.output = static_cast<Output>(output);
-  Epilogue ep{scale.const_data_ptr<float>(), bias.const_data_ptr<float>(),
-              rprelu.has_value() ? rprelu->const_data_ptr<float>() : nullptr,
-              residual.has_value() ? residual->const_data_ptr<float>() : nullptr, residual_channels,
-              post.has_value() ? post->const_data_ptr<float>() : nullptr};
+  Epilogue ep;
+  ep.scale = scale.const_data_ptr<float>(), ep.bias = bias.const_data_ptr<float>();
+  ep.rprelu = rprelu.has_value() ? rprelu->const_data_ptr<float>() : nullptr;
+  if (residual.has_value()) {
+    ep.residual = residual->const_data_ptr<float>() + extra.residual_offset * plane;
+    ep.residual_channels = residual_channels, ep.residual_batch_stride = residual_total * plane;
+    ep.clamp_residual = extra.clamp_residual;
+  }
+  ep.post = post.has_value() ? post->const_data_ptr<float>() : nullptr;
+  ep.partial = extra.partial.has_value() ? extra.partial->const_data_ptr<float>() : nullptr;
+  ep.shortcut = extra.shortcut.has_value() ? extra.shortcut->const_data_ptr<float>() : nullptr;
   // Event name: the op and its geometry, so a profile tells the layers apart (the tracer copies it).
   char name[128];
-  std::snprintf(name, sizeof(name), "bidrn::%s %lldx%lld/%lld %lld->%lld %lldx%lld%s",
+  char in_desc[48];  // input channels, "k x C" for FDR's branches
+  if (k > 1) {
+    std::snprintf(in_desc, sizeof(in_desc), "%lldx%lld", static_cast<long long>(k), static_cast<long long>(s.in_channels));
+  } else {
+    std::snprintf(in_desc, sizeof(in_desc), "%lld", static_cast<long long>(s.in_channels));
+  }
+  std::snprintf(name, sizeof(name), "bidrn::%s %lldx%lld/%lld %s->%lld %lldx%lld%s%s%s",
                 !spatial ? "binary_linear" : s.transposed ? "binary_conv_transpose2d" : "binary_conv2d",
                 static_cast<long long>(s.kernel_h), static_cast<long long>(s.kernel_w),
-                static_cast<long long>(s.stride_h), static_cast<long long>(s.in_channels),
+                static_cast<long long>(s.stride_h), in_desc,
                 static_cast<long long>(O), static_cast<long long>(s.in_h), static_cast<long long>(s.in_w),
-                residual.has_value() ? " +res" : "");
+                residual.has_value() ? " +res" : "", ep.partial ? " +partial" : "", ep.shortcut ? " +shortcut" : "");
   executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);
   binary_conv(s, ep, args, et_parallel);
   return out;
 }
 
 // x: float N x C x H x W, or int64 N x H x W x words(C).
-bool spatial_input(const Tensor& x, int64_t in_channels, ConvShape& s) {
+bool spatial_input(const Tensor& x, int64_t in_channels, int64_t in_offset, ConvShape& s) {
   if (x.dim() != 4) return false;
   s.batch = x.size(0);
   if (x.scalar_type() == ScalarType::Long) {
@@ -123,25 +171,33 @@ bool spatial_input(const Tensor& x, int64_t in_channels, ConvShape& s) {
     return x.size(3) == words_for(in_channels);
   }
   s.in_h = x.size(2), s.in_w = x.size(3);
-  return x.size(1) == in_channels;
+  return in_offset >= 0 && x.size(1) >= in_offset + in_channels;
 }
+
+#define BIDRN_EXTRA_PARAMS                                                                                   \
+  int64_t in_offset, int64_t residual_offset, int64_t residual_channels, bool clamp_residual,               \
+      const std::optional<Tensor>&partial, const std::optional<Tensor>&shortcut
+#define BIDRN_EXTRA Extra{in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut}
+#define BIDRN_EXTRA_BRANCHES \
+  Extra{in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut, branches}
 
 Tensor& binary_conv2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& scale,
                           const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t in_channels,
                           ArrayRef<int64_t> kernel_size, ArrayRef<int64_t> stride, ArrayRef<int64_t> padding,
                           int64_t output, const std::optional<Tensor>& residual, const std::optional<Tensor>& post,
-                          Tensor& out) {
+                          BIDRN_EXTRA_PARAMS, int64_t branches, Tensor& out) {
   ConvShape s;
   s.in_channels = in_channels;
   ET_KERNEL_CHECK_MSG(ctx, kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2, InvalidArgument,
                       out, "kernel_size, stride and padding must have two values each");
-  ET_KERNEL_CHECK_MSG(ctx, spatial_input(x, in_channels, s), InvalidArgument, out,
-                      "x must be float32 N x in_channels x H x W or int64 N x H x W x ceil(in_channels / 64)");
+  ET_KERNEL_CHECK_MSG(ctx, spatial_input(x, in_channels, in_offset, s), InvalidArgument, out,
+                      "x must be float32 N x C x H x W with C >= in_offset + in_channels, or int64 N x H x W x "
+                      "ceil(in_channels / 64)");
   s.kernel_h = kernel_size[0], s.kernel_w = kernel_size[1], s.stride_h = stride[0], s.stride_w = stride[1];
   s.pad_h = padding[0], s.pad_w = padding[1];
   s.out_h = (s.in_h + 2 * s.pad_h - s.kernel_h) / std::max<int64_t>(s.stride_h, 1) + 1;
   s.out_w = (s.in_w + 2 * s.pad_w - s.kernel_w) / std::max<int64_t>(s.stride_w, 1) + 1;
-  return run(ctx, s, true, x, weight, scale, bias, rprelu, output, residual, post, out);
+  return run(ctx, s, true, x, weight, scale, bias, rprelu, output, residual, post, BIDRN_EXTRA_BRANCHES, out);
 }
 
 Tensor& binary_conv_transpose2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight,
@@ -149,33 +205,36 @@ Tensor& binary_conv_transpose2d_out(KernelRuntimeContext& ctx, const Tensor& x, 
                                     int64_t in_channels, ArrayRef<int64_t> kernel_size, ArrayRef<int64_t> stride,
                                     ArrayRef<int64_t> padding, ArrayRef<int64_t> output_padding, int64_t output,
                                     const std::optional<Tensor>& residual, const std::optional<Tensor>& post,
-                                    Tensor& out) {
+                                    BIDRN_EXTRA_PARAMS, Tensor& out) {
   ConvShape s;
   s.in_channels = in_channels;
   s.transposed = true;
   ET_KERNEL_CHECK_MSG(ctx, kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
                                output_padding.size() == 2, InvalidArgument, out,
                       "kernel_size, stride, padding and output_padding must have two values each");
-  ET_KERNEL_CHECK_MSG(ctx, spatial_input(x, in_channels, s), InvalidArgument, out,
-                      "x must be float32 N x in_channels x H x W or int64 N x H x W x ceil(in_channels / 64)");
+  ET_KERNEL_CHECK_MSG(ctx, spatial_input(x, in_channels, in_offset, s), InvalidArgument, out,
+                      "x must be float32 N x C x H x W with C >= in_offset + in_channels, or int64 N x H x W x "
+                      "ceil(in_channels / 64)");
   s.kernel_h = kernel_size[0], s.kernel_w = kernel_size[1], s.stride_h = stride[0], s.stride_w = stride[1];
   s.pad_h = padding[0], s.pad_w = padding[1];
   s.out_h = (s.in_h - 1) * s.stride_h - 2 * s.pad_h + s.kernel_h + output_padding[0];
   s.out_w = (s.in_w - 1) * s.stride_w - 2 * s.pad_w + s.kernel_w + output_padding[1];
-  return run(ctx, s, true, x, weight, scale, bias, rprelu, output, residual, post, out);
+  return run(ctx, s, true, x, weight, scale, bias, rprelu, output, residual, post, BIDRN_EXTRA, out);
 }
 
 Tensor& binary_linear_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& scale,
                           const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t in_features,
                           int64_t output, const std::optional<Tensor>& residual, const std::optional<Tensor>& post,
-                          Tensor& out) {
+                          BIDRN_EXTRA_PARAMS, Tensor& out) {
   ConvShape s;
   s.in_channels = in_features;
-  const int64_t last = x.scalar_type() == ScalarType::Long ? words_for(in_features) : in_features;
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 2 && x.size(1) == last, InvalidArgument, out,
-                      "x must be float32 B x in_features or int64 B x ceil(in_features / 64)");
+  const bool packed = x.scalar_type() == ScalarType::Long;
+  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 2 && (packed ? x.size(1) == words_for(in_features)
+                                                   : in_offset >= 0 && x.size(1) >= in_offset + in_features),
+                      InvalidArgument, out,
+                      "x must be float32 B x F with F >= in_offset + in_features, or int64 B x ceil(in_features / 64)");
   s.batch = x.size(0);
-  return run(ctx, s, false, x, weight, scale, bias, rprelu, output, residual, post, out);
+  return run(ctx, s, false, x, weight, scale, bias, rprelu, output, residual, post, BIDRN_EXTRA, out);
 }
 
 Tensor& pack_signs_out(KernelRuntimeContext& ctx, const Tensor& x, Tensor& out) {
