@@ -114,3 +114,21 @@ def test_full_bidrn_produces_a_mesh_end_to_end_with_the_embedded_body_model():
     # Root-relative: the pelvis (joint 0) sits at the origin.
     assert torch.allclose(out["joints"][0, 0], torch.zeros(3), atol=1e-6)
     assert torch.isfinite(out["vertices"]).all()
+
+
+def test_body_rotation_head_reads_the_mirrored_left_hand_without_a_flip():
+    """Sampling the left hand's (mirrored-frame) feature map at the unmirrored joints equals mirroring the map
+    and sampling at the mirrored joints: bilinear sampling commutes with x -> W - 1 - x."""
+    from bidrn.models import ops as model_ops
+    from bidrn.models.heads import BodyRotationNet
+
+    torch.manual_seed(0)
+    net = BodyRotationNet(64, 32, feat_ch=16).eval()
+    body_feat, body_joints = torch.randn(2, 64, 8, 6), torch.rand(2, 25, 3) * 5
+    hand_feat, raw = torch.randn(2, 32, 8, 8), torch.rand(2, 4, 3) * 7
+    mirrored = model_ops.flip_x(raw, 8)
+    with torch.no_grad():
+        flipped = net(body_feat, body_joints, torch.flip(hand_feat, [3]), mirrored, hand_feat, raw)
+        direct = net(body_feat, body_joints, hand_feat, mirrored, hand_feat, raw, lhand_feat_mcp=raw)
+    for a, b in zip(flipped, direct):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

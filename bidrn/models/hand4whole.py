@@ -120,7 +120,7 @@ class WholeBodyNet(nn.Module):
         mcp = list(HAND_MCP)
         root6d, body6d, betas, cam_param = self.body_rotation_net(
             body_feat, body_joint_img.detach(), hand_feat[:b], lhand_joint_img[:, mcp].detach(),
-            hand_feat[b:], rhand_joint_img[:, mcp].detach(), mirror_lhand=True)
+            hand_feat[b:], rhand_joint_img[:, mcp].detach(), lhand_feat_mcp=hand_joint_img[:b, mcp].detach())
         root_pose = ops.rot6d_to_axis_angle(root6d)
         body_pose = ops.rot6d_to_axis_angle(body6d.view(-1, 6)).view(b, BODY_POSE_JOINTS * 3)
 

@@ -120,18 +120,18 @@ class BodyRotationNet(nn.Module):
         self.body_pose_out = nn.Linear(flat, body_joints * 6)
 
     def forward(self, body_feat, body_joint_img, lhand_feat, lhand_mcp, rhand_feat, rhand_mcp,
-                mirror_lhand: bool = False):
-        """mirror_lhand: lhand_feat is still in the mirrored crop's frame; it is mirrored back after the 1x1
-        conv, which commutes with the flip (the same values, a quarter of the channels to move)."""
+                lhand_feat_mcp=None):
+        """lhand_feat_mcp: where to sample lhand_feat when it is not in lhand_mcp's frame. Hand4Whole runs the
+        left hand mirrored; sampling its feature map unmirrored at the unmirrored joints reads the same values
+        as mirroring the map and sampling at the mirrored joints (bilinear sampling commutes with the
+        mirror), without moving the map."""
         pooled = body_feat.mean(dim=(2, 3))
         parts = []
-        for conv, f, j, mirror in ((self.body_conv, body_feat, body_joint_img, False),
-                                   (self.lhand_conv, lhand_feat, lhand_mcp, mirror_lhand),
-                                   (self.rhand_conv, rhand_feat, rhand_mcp, False)):
-            g = conv(f)
-            if mirror:
-                g = torch.flip(g, [3])
-            parts.append(torch.cat((ops.sample_joint_features(g, j[:, :, :2]), j), dim=2))
+        for conv, f, j, at in ((self.body_conv, body_feat, body_joint_img, body_joint_img),
+                               (self.lhand_conv, lhand_feat, lhand_mcp,
+                                lhand_mcp if lhand_feat_mcp is None else lhand_feat_mcp),
+                               (self.rhand_conv, rhand_feat, rhand_mcp, rhand_mcp)):
+            parts.append(torch.cat((ops.sample_joint_features(conv(f), at[:, :, :2]), j), dim=2))
         flat = torch.cat(parts, dim=1).flatten(1)
         return self.root_pose_out(flat), self.body_pose_out(flat), self.shape_out(pooled), self.cam_out(pooled)
 

@@ -7,6 +7,8 @@
 // sides are at least 1 px. Bin (i, j) averages G x G bilinear samples at y1 + bin_h (i + (iy + 0.5) / G),
 // likewise x. A sample outside [-1, H] x [-1, W] counts 0; inside, it is clamped to [0, H - 1] x [0, W - 1]
 // and read bilinearly. `mirror` writes bin j to column out_w - 1 - j (the left hand's mirrored crop).
+#define ET_EVENT_TRACER_ENABLED 1  // profiling scope for ETDump, as in et_ops.cpp
+#include <executorch/runtime/core/event_tracer_hooks.h>
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
@@ -71,6 +73,7 @@ Tensor& roi_align_out(KernelRuntimeContext& ctx, const Tensor& features, const T
   ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::resize_tensor(out, {sizes.data(), 4}) == executorch::runtime::Error::Ok &&
                                out.scalar_type() == ScalarType::Float, InvalidArgument, out,
                       "out must be float32 N x C x out_h x out_w");
+  executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), "bidrn::roi_align");
   const float* box = boxes.const_data_ptr<float>();
   const float* src = features.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
