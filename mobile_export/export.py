@@ -40,6 +40,7 @@ from torch import nn
 from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
 from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
 from mobile_export.deconv import phase_transposed_convs
+from mobile_export.stems import space_to_depth_stems
 from mobile_export import ops
 
 # Activation quantizers whose forward is exactly eq. 1's sign (their backward differs, which export ignores).
@@ -387,6 +388,7 @@ class ConversionStats:
     fused_lcr: int = 0  # LCR modules run with their residual add and BN in the binary op's epilogue
     fused_block_residuals: int = 0  # BiDRB block residual adds (eq. 11) run in the last op's epilogue
     phased_deconvs: int = 0  # full-precision transposed convs run as one conv per output phase (deconv.py)
+    space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
     binary_weight_bytes: int = 0
 
 
@@ -678,9 +680,11 @@ def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Ten
     return outside
 
 
-def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True) -> tuple[nn.Module, ConversionStats]:
+def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
+                       space_to_depth: bool = False) -> tuple[nn.Module, ConversionStats]:
     """An eval copy of the network with the body model attached (default layer if True) and binary layers
-    converted."""
+    converted; with ``space_to_depth`` (the int8 export) the stems run on the 2 x 2 pixel phases
+    (mobile_export/stems.py)."""
     model = copy.deepcopy(model).eval()
     if body_model is True and model.body_model is None:
         from bidrn.body import load_body_model
@@ -692,6 +696,8 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True) ->
         model.attach_body_model(body_model)
     stats = convert_binary_layers(model.eval())
     stats.phased_deconvs = phase_transposed_convs(model)
+    if space_to_depth:
+        stats.space_to_depth_convs = space_to_depth_stems(model)
     if hasattr(model, "crop_op"):
         model.crop_op = ops.roi_align  # bidrn::roi_align: the crops without portable grid_sample
     return model, stats
@@ -710,7 +716,7 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     net = load_model(model_or_name, model_name)
     cfg = net.cfg
     log(f"converting {cfg.name}")
-    model, stats = prepare_for_export(net, body_model)
+    model, stats = prepare_for_export(net, body_model, space_to_depth=int8)
     x = example_image(cfg)
     with torch.no_grad():
         eager = model(x)

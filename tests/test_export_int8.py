@@ -88,3 +88,29 @@ def test_int8_outputs_stay_within_int8_error_of_eager_and_keep_the_accuracy(int8
     for key, bound in (("body_joint_img", 0.15), ("box_centers", 0.1), ("joint_proj", 5.0),
                        ("lhand_bbox", 5.0), ("rhand_bbox", 5.0), ("face_bbox", 3.0)):
         assert (got[key] - want[key]).abs().mean() < bound, key
+
+
+class _HeadAndBody(nn.Module):
+    """A Linear head feeding the SMPL-X layer, whose skinning is itself a linear (bidrn/body/lbs.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 10)
+        self.body_model = load_body_model()
+
+    def forward(self, x):
+        return self.body_model(betas=self.head(x)).vertices
+
+
+def test_int8_quantizes_the_network_linears_but_keeps_the_body_layer_float():
+    torch.manual_seed(0)
+    module = _HeadAndBody().eval()
+    x = torch.randn(1, 8)
+    program = torch.export.export(module, (x,), strict=False)
+    quantized = export._quantize_int8(program, [x, torch.randn(1, 8)])
+    linears = [n for n in quantized.graph.nodes if n.target == torch.ops.aten.linear.default]
+    assert len(linears) == 2
+    weight_is_int8 = {n.args[1].name: "dequantize" in str(n.args[1].target) for n in linears}
+    in_body = {n.args[1].name: export.in_float_module(n) for n in linears}
+    assert sorted(in_body.values()) == [False, True]
+    assert all(weight_is_int8[name] != in_body[name] for name in in_body)  # head int8, skinning float32
