@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobile_export.rewrite import replace_children
+
 
 def _taps(kernel: int, stride: int, padding: int, phase: int) -> list[tuple[int, int]]:
     """(input offset d, kernel index k) of one phase's taps, offsets ascending: iy = j + d."""
@@ -76,10 +78,4 @@ class PhasedConvTranspose2d(nn.Module):
 
 def phase_transposed_convs(model: nn.Module) -> int:
     """Replace every phaseable full-precision ``nn.ConvTranspose2d`` in ``model`` in place; returns how many."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if phaseable(child):
-                setattr(parent, name, PhasedConvTranspose2d(child))
-                count += 1
-    return count
+    return replace_children(model, phaseable, PhasedConvTranspose2d)

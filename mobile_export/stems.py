@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobile_export.rewrite import replace_children
+
 MAX_IN_CHANNELS = 4  # wider inputs already fill XNNPACK's IGEMM; the rewrite only adds zero taps there
 
 
@@ -64,10 +66,4 @@ class SpaceToDepthConv2d(nn.Module):
 
 def space_to_depth_stems(model: nn.Module) -> int:
     """Replace every rewritable conv of ``model`` in place; returns how many."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if rewritable(child):
-                setattr(parent, name, SpaceToDepthConv2d(child))
-                count += 1
-    return count
+    return replace_children(model, rewritable, SpaceToDepthConv2d)
