@@ -107,9 +107,9 @@ class PackedBinaryLayer(nn.Module):
         self.folded.append("residual+bn")
 
     def forward(self, x, residual=None, in_offset: int = 0, residual_offset: int = 0, residual_channels: int = 0,
-                clamp_residual: bool = False, partial=None, shortcut=None):
+                clamp_residual: bool = False, partial=None, shortcut=None, residual_pool: int = 1):
         tail = (int(self.output), residual, self.post, in_offset, residual_offset, residual_channels, clamp_residual,
-                partial, shortcut)
+                partial, shortcut, residual_pool)
         if self.branches > 1:
             tail = (*tail, self.branches)
         if self.kind == "linear":
@@ -264,18 +264,27 @@ class FusedLCR(nn.Module):
     """BaseLCR / DScR (eq. 7-8) as one op: BN(RPReLU(bconv(a_f)) + residual(a_f)) all in the epilogue.
 
     With eq. 3's Hardtanh and an identity residual the op reads x itself (sign(Hardtanh(x)) = sign(x)) and
-    clamps the residual it adds, so no Hardtanh pass runs; ``shortcut`` is the block residual of eq. 11 when
-    this module ends a block (:class:`FusedBlock`)."""
+    clamps the residual it adds, so no Hardtanh pass runs; with DScR's 2 x 2 average-pool residual (eq. 8) on
+    an even-sized input it also pools the clamped residual itself (``residual_pool=2``), so neither the clamp
+    nor the pool (nor XNNPACK's layout changes around the pool) runs. ``shortcut`` is the block residual of
+    eq. 11 when this module ends a block (:class:`FusedBlock`)."""
 
     def __init__(self, lcr):
         super().__init__()
         self.pre_act, self.residual, self.conv = lcr.pre_act, lcr.branch.residual, lcr.branch.conv
         self.conv.set_post(lcr.bn)
-        self.clamp_in_op = _is_hardtanh(self.pre_act) and type(self.residual) is nn.Identity
+        self._fuse_clamp()
+
+    def _fuse_clamp(self):
+        hardtanh = _is_hardtanh(self.pre_act)
+        self.clamp_in_op = hardtanh and type(self.residual) is nn.Identity
+        self.pool_in_op = hardtanh and type(self.residual) is EvenAvgPool and self.conv.kind == "conv"
 
     def forward(self, x, shortcut=None):
         if self.clamp_in_op:
             return self.conv(x, x, clamp_residual=True, shortcut=shortcut)
+        if self.pool_in_op and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:  # static shapes: decided at export
+            return self.conv(x, x, clamp_residual=True, residual_pool=2, shortcut=shortcut)
         a_f = self.pre_act(x)
         return self.conv(a_f, self.residual(a_f), shortcut=shortcut)
 
@@ -295,7 +304,7 @@ class FusedFUR(FusedLCR):
         self.conv.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
         self.conv.folded = list(first.folded)
         self.conv.set_post(fur.bn)
-        self.clamp_in_op = _is_hardtanh(self.pre_act) and type(self.residual) is nn.Identity
+        self._fuse_clamp()
 
 
 class FusedFDR(nn.Module):

@@ -6,7 +6,8 @@ A binary layer computes, per output channel o (eq. 5 with alpha and batch-norm f
     y[o]    = scale[o] * acc[o] + bias[o]            then optionally RPReLU (eq. 6),
     y[o]    = y[o] + r[o % R]                        optionally (an LCR's a_f), where r is R channels of
                                                      ``residual`` from ``residual_offset``, Hardtanh'ed first
-                                                     when ``clamp_residual`` (a_f = Hardtanh(x), eq. 3),
+                                                     when ``clamp_residual`` (a_f = Hardtanh(x), eq. 3), and
+                                                     2 x 2 average-pooled when ``residual_pool`` = 2 (DScR),
     y[o]    = partial[o] + y[o]                      optionally (FDR's running branch sum, eq. 10),
     y[o]    = post_scale[o] * y[o] + post_bias[o]    optionally (the LCR's BN after the residual add),
     y[o]    = y[o] + shortcut[o]                     optionally (the block residual of eq. 11)
@@ -40,8 +41,8 @@ from torch.nn import functional as F
 # Version of the bidrn:: op schemas. A .pte stores its ops' arguments by position, so a program exported for
 # other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
 # loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
-# 2: those, FDR's `branches` and bidrn::roi_align.
-OPS_VERSION = 2
+# 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`.
+OPS_VERSION = 3
 
 
 class Output(enum.IntEnum):
@@ -133,16 +134,22 @@ def _input_signs(x: torch.Tensor, in_channels: int, spatial: bool, in_offset: in
     return torch.where(x >= 0, 1.0, -1.0).float()
 
 
-def _residual_slice(residual, residual_offset: int, residual_channels: int, clamp_residual: bool):
+def _residual_slice(residual, residual_offset: int, residual_channels: int, clamp_residual: bool,
+                    residual_pool: int = 1):
     r = residual
     if residual_offset or residual_channels:
         r = r[:, residual_offset:residual_offset + (residual_channels or r.shape[1] - residual_offset)]
-    return torch.nn.functional.hardtanh(r) if clamp_residual else r
+    r = torch.nn.functional.hardtanh(r) if clamp_residual else r
+    if residual_pool == 2:  # DScR's AvgPool(a_f) (eq. 8), as ATen sums a 2 x 2 window: row by row, then / 4
+        r = F.avg_pool2d(r, 2)
+    elif residual_pool != 1:
+        raise ValueError(f"residual_pool must be 1 or 2, got {residual_pool}")
+    return r
 
 
 def _finish(acc: torch.Tensor, scale, bias, rprelu, output: int, spatial: bool, residual=None,
             post=None, residual_offset=0, residual_channels=0, clamp_residual=False, partial=None,
-            shortcut=None) -> torch.Tensor:
+            shortcut=None, residual_pool=1) -> torch.Tensor:
     """acc: exact integers in float32, N x O (x H x W), made contiguous (conv2d may pick other strides)."""
     acc = acc.contiguous()
     if output == Output.ACCUMULATOR:
@@ -155,7 +162,7 @@ def _finish(acc: torch.Tensor, scale, bias, rprelu, output: int, spatial: bool, 
         shifted = y - gamma
         y = torch.where(shifted > 0, shifted, beta * shifted) + zeta
     if residual is not None:  # output channel o adds residual channel o % R (a FUR's k branches share a_f)
-        r = _residual_slice(residual, residual_offset, residual_channels, clamp_residual)
+        r = _residual_slice(residual, residual_offset, residual_channels, clamp_residual, residual_pool)
         y = y + r.repeat(1, y.shape[1] // r.shape[1], *([1] * (y.dim() - 2)))
     if partial is not None:
         y = partial + y
@@ -171,8 +178,10 @@ def _finish(acc: torch.Tensor, scale, bias, rprelu, output: int, spatial: bool, 
 
 def binary_conv2d_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output=0,
                             residual=None, post=None, in_offset=0, residual_offset=0, residual_channels=0,
-                            clamp_residual=False, partial=None, shortcut=None, branches=1):
+                            clamp_residual=False, partial=None, shortcut=None, residual_pool=1, branches=1):
     if branches > 1:
+        if residual_pool != 1:
+            raise ValueError("branches > 1 takes an unpooled residual")
         return _branches_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output,
                                    residual, post, in_offset, residual_offset, residual_channels, clamp_residual,
                                    partial, shortcut, branches)
@@ -180,7 +189,7 @@ def binary_conv2d_reference(x, weight, scale, bias, rprelu, in_channels, kernel_
     w = _unpack_taps(weight, kh * kw, in_channels).reshape(-1, kh, kw, in_channels).permute(0, 3, 1, 2)
     acc = F.conv2d(_input_signs(x, in_channels, True, in_offset), w, stride=tuple(stride), padding=tuple(padding))
     return _finish(acc, scale, bias, rprelu, output, True, residual, post, residual_offset, residual_channels,
-                   clamp_residual, partial, shortcut)
+                   clamp_residual, partial, shortcut, residual_pool)
 
 
 def _branches_reference(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output, residual,
@@ -243,7 +252,7 @@ def _in_hw(x):
 
 def binary_conv2d_fake(x, weight, scale, bias, rprelu, in_channels, kernel_size, stride, padding, output=0,
                        residual=None, post=None, in_offset=0, residual_offset=0, residual_channels=0,
-                       clamp_residual=False, partial=None, shortcut=None, branches=1):
+                       clamp_residual=False, partial=None, shortcut=None, residual_pool=1, branches=1):
     h, w = _in_hw(x)
     oh = (h + 2 * padding[0] - kernel_size[0]) // stride[0] + 1
     ow = (w + 2 * padding[1] - kernel_size[1]) // stride[1] + 1
@@ -301,7 +310,8 @@ def roi_align(features, boxes, output_size, spatial_scale: float = 1.0, sampling
 
 _LAYER_ARGS = "Tensor x, Tensor weight, Tensor scale, Tensor bias, Tensor? rprelu"
 _EPILOGUE_ARGS = ("int output=0, Tensor? residual=None, Tensor? post=None, int in_offset=0, int residual_offset=0, "
-                  "int residual_channels=0, bool clamp_residual=False, Tensor? partial=None, Tensor? shortcut=None")
+                  "int residual_channels=0, bool clamp_residual=False, Tensor? partial=None, Tensor? shortcut=None, "
+                  "int residual_pool=1")
 SCHEMAS = {
     "binary_conv2d": f"{_LAYER_ARGS}, int in_channels, int[2] kernel_size, int[2] stride, int[2] padding, "
                      f"{_EPILOGUE_ARGS}, int branches=1",

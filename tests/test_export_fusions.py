@@ -145,3 +145,33 @@ def test_branches_equal_the_chain_of_single_ops_on_every_kernel_path(tmp_path):
     for kernel_path in kernel_library.supported_paths():
         with kernel_library.using_path(kernel_path):
             assert torch.equal(method.execute([x, r, shortcut])[0], out), kernel_path
+
+
+@pytest.mark.parametrize("block", ["DScR", "DSaR"])
+def test_downsampling_lcr_pools_its_residual_in_the_op_bit_exact_on_every_kernel_path(tmp_path, block):
+    """DScR (eq. 8) / DSaR: BN(RPReLU(bconv_s2(a_f)) + AvgPool(a_f)) with a_f = Hardtanh(x), the clamp and the
+    2 x 2 pool of the residual inside the op (``residual_pool=2``): no Hardtanh, pool or layout change runs."""
+    from bidrn.nn.lcr import DSaR, DScR
+
+    torch.manual_seed(4)
+    module = trained_like(DScR(64) if block == "DScR" else DSaR(32, k=2))
+    for m in module.modules():
+        if isinstance(m, RPReLU):
+            for p in (m.beta, m.gamma, m.zeta):
+                p.data.copy_(0.2 * torch.randn_like(p))
+    fused = torch.nn.Sequential(copy.deepcopy(module)).eval()
+    export.convert_binary_layers(fused)
+    assert fused[0].pool_in_op
+    x = 2 * torch.randn(2, 64 if block == "DScR" else 32, 12, 18)
+    odd = 2 * torch.randn(1, x.shape[1], 11, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), module(x), rtol=1e-5, atol=1e-5)  # BN rounding only
+        torch.testing.assert_close(fused(odd), module(odd), rtol=1e-5, atol=1e-5)  # odd size: pool outside
+        x[0, 5, 3, 4] = float("nan")  # the op's sign(NaN) = -1; the pooled residual carries the NaN
+        want = fused(x)
+    path = tmp_path / "dscr.pte"
+    assert export.save_program(fused, x, path) == {"binary_conv2d": 1}
+    method, _ = export.load_program(path)
+    for kernel_path in kernel_library.supported_paths():
+        with kernel_library.using_path(kernel_path):
+            torch.testing.assert_close(method.execute([x])[0], want, rtol=0, atol=0, equal_nan=True, msg=kernel_path)

@@ -417,6 +417,8 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
       job.corr_stride = buf.corr_stride;
       job.mask_id = buf.mask_id.data();
       job.out_plane = out_plane;
+      job.out_w = s.out_w;
+      job.res_plane = out_plane;
       job.output = Output::kFloat;
       job.out = out;
       job.ep = ep;
@@ -507,10 +509,12 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
       job.mask_id = buf.mask_id.data();
       job.dest = s.transposed ? buf.dest.data() : nullptr;
       job.out_plane = out_plane;
+      job.out_w = s.out_w;
+      job.res_plane = out_plane * ep.residual_pool * ep.residual_pool;
       job.out_words = out_words;
       job.output = args.output;
       job.out = out;
-      const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride : ep.residual_channels * out_plane;
+      const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride : ep.residual_channels * job.res_plane;
       job.residual = ep.residual ? ep.residual + n * res_stride : nullptr;
       job.partial = ep.partial ? ep.partial + n * O * out_plane : nullptr;
       job.shortcut = ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;

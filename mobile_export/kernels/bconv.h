@@ -37,6 +37,10 @@ struct Epilogue {
   bool clamp_residual = false;        // add Hardtanh(r) = min(max(r, -1), 1) instead of r
   const float* partial = nullptr;     // N x out_channels x out_h x out_w, added before the post affine
   const float* shortcut = nullptr;    // N x out_channels x out_h x out_w, added after the post affine
+  // 2: the residual is at twice the output's size and each output adds the 2 x 2 average of (Hardtanh'ed)
+  // residual values (DScR's AvgPool(a_f), eq. 8), summed row by row and divided by 4 as ATen's avg_pool2d.
+  int64_t residual_pool = 1;
+  int64_t residual_w = 0;  // residual plane width (residual_pool 2); its plane is residual_pool^2 output planes
 };
 
 // Exactly one of x_float (NCHW float32) and x_packed (NHWC, words_for(in_channels) uint64 per pixel) is set.

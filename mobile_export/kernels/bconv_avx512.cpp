@@ -14,6 +14,7 @@ namespace {
 // and a store mask.
 struct FusedTile {
   __m512i ids[(kTileBlocks + 1) / 2];
+  __m512i pool_src[(kTileBlocks + 1) / 2];  // residual_pool 2: each lane's top-left residual pixel
   bool border[(kTileBlocks + 1) / 2];
   __mmask16 live[(kTileBlocks + 1) / 2];
 };
@@ -38,10 +39,25 @@ inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int pai
     y = _mm512_add_ps(_mm512_mask_blend_ps(positive, slope, s), _mm512_set1_ps(j.ep.rprelu[2 * j.out_channels + o]));
   }
   if (res) {
-    __m512 rv = _mm512_maskz_loadu_ps(t.live[pair], res);
     // Hardtanh as torch.clamp: with the constant first, max/min return the second operand, so NaN passes.
-    if (j.ep.clamp_residual)
-      rv = _mm512_min_ps(_mm512_set1_ps(1.0f), _mm512_max_ps(_mm512_set1_ps(-1.0f), rv));
+    const auto clamp = [&](__m512 v) {
+      return j.ep.clamp_residual ? _mm512_min_ps(_mm512_set1_ps(1.0f), _mm512_max_ps(_mm512_set1_ps(-1.0f), v)) : v;
+    };
+    __m512 rv;
+    if (j.ep.residual_pool == 2) {  // res = the channel's plane; the 2 x 2 window summed row by row, then / 4
+      const __m512i src = t.pool_src[pair];
+      const __m512i w = _mm512_set1_epi32(static_cast<int>(j.ep.residual_w));
+      const __m512 zero = _mm512_setzero_ps();
+      const __mmask16 live = t.live[pair];
+      const __m512 a = clamp(_mm512_mask_i32gather_ps(zero, live, src, res, 4));
+      const __m512 b = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(src, _mm512_set1_epi32(1)), res, 4));
+      const __m512i below = _mm512_add_epi32(src, w);
+      const __m512 c = clamp(_mm512_mask_i32gather_ps(zero, live, below, res, 4));
+      const __m512 d = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(below, _mm512_set1_epi32(1)), res, 4));
+      rv = _mm512_div_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), c), d), _mm512_set1_ps(4.0f));
+    } else {
+      rv = clamp(_mm512_maskz_loadu_ps(t.live[pair], res));
+    }
     y = _mm512_add_ps(y, rv);
   }
   if (j.partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(t.live[pair], j.partial + o * j.out_plane + at), y);
@@ -87,14 +103,17 @@ void micro(const TileJob& j, const FusedTile* fused, int64_t p0, int64_t o, cons
       // channel, 6 channels interleaved: more streams than the prefetchers follow, so ask for the lines
       // kPrefetchAhead pixels on (loads past a plane's end are only hints).
       const int64_t ahead = p0 + kPrefetchAhead;
-      if (j.residual) _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead), _MM_HINT_T0);
+      if (j.residual && j.ep.residual_pool == 1) _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead), _MM_HINT_T0);
       if (j.partial) _mm_prefetch(reinterpret_cast<const char*>(j.partial + (o + n) * j.out_plane + ahead), _MM_HINT_T0);
       if (j.shortcut) _mm_prefetch(reinterpret_cast<const char*>(j.shortcut + (o + n) * j.out_plane + ahead), _MM_HINT_T0);
-      if (j.residual) _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead + 16), _MM_HINT_T0);
+      if (j.residual && j.ep.residual_pool == 1)
+        _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead + 16), _MM_HINT_T0);
       if (j.partial) _mm_prefetch(reinterpret_cast<const char*>(j.partial + (o + n) * j.out_plane + ahead + 16), _MM_HINT_T0);
       if (j.shortcut) _mm_prefetch(reinterpret_cast<const char*>(j.shortcut + (o + n) * j.out_plane + ahead + 16), _MM_HINT_T0);
       for (int m = 0; m < MB; m += 2) {
-        const float* res = j.residual ? j.residual + rc * j.out_plane + p0 + m * kLanes : nullptr;
+        const float* res = !j.residual ? nullptr
+                           : j.ep.residual_pool == 2 ? j.residual + rc * j.res_plane  // lanes placed by pool_src
+                                                     : j.residual + rc * j.out_plane + p0 + m * kLanes;
         const __m512i r = narrow_pair(acc[m][n], m + 1 < MB ? acc[m + 1][n] : _mm512_setzero_si512());
         fused_store(j, *fused, o + n, m / 2, out + (o + n) * j.out_plane + m * kLanes, res, p0 + m * kLanes, r);
       }
@@ -141,6 +160,14 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
         fused[i].ids[m / 2] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, j.mask_id + first));
         fused[i].border[m / 2] = _mm512_test_epi32_mask(fused[i].ids[m / 2], fused[i].ids[m / 2]) != 0;
         fused[i].live[m / 2] = lanes;
+        if (j.ep.residual_pool == 2) {
+          alignas(64) int32_t src[16] = {};
+          for (int64_t l = 0; l < live; ++l) {
+            const int64_t p = first + l, oy = p / j.out_w, ox = p - oy * j.out_w;
+            src[l] = static_cast<int32_t>(2 * oy * j.ep.residual_w + 2 * ox);
+          }
+          fused[i].pool_src[m / 2] = _mm512_load_si512(src);
+        }
       }
     }
   }

@@ -27,6 +27,8 @@ struct TileJob {
   const float* residual = nullptr;   // this image's residual (ep.residual offset by the batch index)
   const float* partial = nullptr;    // this image's partial sum, or null
   const float* shortcut = nullptr;   // this image's shortcut, or null
+  int64_t out_w = 0;                 // output width (to place a pixel for the pooled residual)
+  int64_t res_plane = 0;             // floats per residual channel: out_plane, or 4 out_plane when pooled
   Epilogue ep;
 };
 
@@ -95,11 +97,19 @@ inline void finish_channel(const TileJob& j, int64_t p0, int64_t n, int64_t o, c
     }
   }
   if (j.residual) {
-    const float* res = j.residual + (o % j.ep.residual_channels) * j.out_plane;
+    const float* res = j.residual + (o % j.ep.residual_channels) * j.res_plane;
+    // Hardtanh as torch.clamp: NaN stays NaN (neither comparison holds).
+    const auto clamp = [&](float r) { return j.ep.clamp_residual ? (r < -1.0f ? -1.0f : r > 1.0f ? 1.0f : r) : r; };
     for (int64_t i = 0; i < n; ++i) {
-      float r = res[j.dest ? j.dest[p0 + i] : p0 + i];
-      // Hardtanh as torch.clamp: NaN stays NaN (neither comparison holds).
-      if (j.ep.clamp_residual) r = r < -1.0f ? -1.0f : r > 1.0f ? 1.0f : r;
+      const int64_t px = j.dest ? j.dest[p0 + i] : p0 + i;
+      float r;
+      if (j.ep.residual_pool == 2) {
+        const int64_t oy = px / j.out_w, ox = px - oy * j.out_w, w = j.ep.residual_w;
+        const float* s = res + 2 * oy * w + 2 * ox;
+        r = (((clamp(s[0]) + clamp(s[1])) + clamp(s[w])) + clamp(s[w + 1])) / 4.0f;
+      } else {
+        r = clamp(res[px]);
+      }
       y[i] = y[i] + r;
     }
   }

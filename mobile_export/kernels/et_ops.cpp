@@ -46,6 +46,7 @@ struct Extra {
   bool clamp_residual;
   const std::optional<Tensor>& partial;
   const std::optional<Tensor>& shortcut;
+  int64_t residual_pool = 1;
   int64_t branches = 1;  // binary_conv2d only: FDR's k branches in one op
 };
 
@@ -77,6 +78,14 @@ Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& 
   ET_KERNEL_CHECK_MSG(ctx, !post.has_value() || (post->scalar_type() == ScalarType::Float && post->numel() == 2 * O),
                       InvalidArgument, out, "post must be float32 2 x out_channels (scale, bias)");
   const int64_t plane = s.out_h * s.out_w;
+  const int64_t pool = extra.residual_pool;
+  ET_KERNEL_CHECK_MSG(ctx, pool == 1 || (pool == 2 && spatial && !s.transposed && k == 1 && residual.has_value() &&
+                                         residual->dim() == 4 && residual->size(2) == 2 * s.out_h &&
+                                         residual->size(3) == 2 * s.out_w),
+                      InvalidArgument, out,
+                      "residual_pool must be 1, or 2 for a conv2d whose residual is twice the output's height and "
+                      "width");
+  const int64_t res_plane = plane * pool * pool;
   int64_t residual_channels = 0, residual_total = 0;
   if (residual.has_value()) {
     residual_total = residual->dim() > 1 ? residual->size(1) : 0;
@@ -86,7 +95,7 @@ Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& 
                                  extra.residual_offset >= 0 &&
                                  extra.residual_offset + k * residual_channels <= residual_total &&
                                  O % residual_channels == 0 && residual->size(0) == s.batch &&
-                                 residual->numel() == s.batch * residual_total * plane,
+                                 residual->numel() == s.batch * residual_total * res_plane,
                         InvalidArgument, out,
                         "residual must be float32 N x C x out_h x out_w, read from channel residual_offset for "
                         "R = residual_channels channels (R dividing out_channels), with a float or packed output");
@@ -136,8 +145,10 @@ Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& 
   ep.scale = scale.const_data_ptr<float>(), ep.bias = bias.const_data_ptr<float>();
   ep.rprelu = rprelu.has_value() ? rprelu->const_data_ptr<float>() : nullptr;
   if (residual.has_value()) {
-    ep.residual = residual->const_data_ptr<float>() + extra.residual_offset * plane;
-    ep.residual_channels = residual_channels, ep.residual_batch_stride = residual_total * plane;
+    ep.residual = residual->const_data_ptr<float>() + extra.residual_offset * res_plane;
+    ep.residual_channels = residual_channels, ep.residual_batch_stride = residual_total * res_plane;
+    ep.residual_pool = pool;
+    ep.residual_w = pool == 2 ? residual->size(3) : 0;
     ep.clamp_residual = extra.clamp_residual;
   }
   ep.post = post.has_value() ? post->const_data_ptr<float>() : nullptr;
@@ -156,7 +167,7 @@ Tensor& run(KernelRuntimeContext& ctx, ConvShape s, bool spatial, const Tensor& 
                 static_cast<long long>(s.kernel_h), static_cast<long long>(s.kernel_w),
                 static_cast<long long>(s.stride_h), in_desc,
                 static_cast<long long>(O), static_cast<long long>(s.in_h), static_cast<long long>(s.in_w),
-                residual.has_value() ? " +res" : "", ep.partial ? " +partial" : "", ep.shortcut ? " +shortcut" : "");
+                !residual.has_value() ? "" : pool == 2 ? " +pooled res" : " +res", ep.partial ? " +partial" : "", ep.shortcut ? " +shortcut" : "");
   executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);
   binary_conv(s, ep, args, et_parallel);
   return out;
@@ -176,10 +187,11 @@ bool spatial_input(const Tensor& x, int64_t in_channels, int64_t in_offset, Conv
 
 #define BIDRN_EXTRA_PARAMS                                                                                   \
   int64_t in_offset, int64_t residual_offset, int64_t residual_channels, bool clamp_residual,               \
-      const std::optional<Tensor>&partial, const std::optional<Tensor>&shortcut
-#define BIDRN_EXTRA Extra{in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut}
+      const std::optional<Tensor>&partial, const std::optional<Tensor>&shortcut, int64_t residual_pool
+#define BIDRN_EXTRA \
+  Extra{in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut, residual_pool}
 #define BIDRN_EXTRA_BRANCHES \
-  Extra{in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut, branches}
+  Extra{in_offset, residual_offset, residual_channels, clamp_residual, partial, shortcut, residual_pool, branches}
 
 Tensor& binary_conv2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& scale,
                           const Tensor& bias, const std::optional<Tensor>& rprelu, int64_t in_channels,
