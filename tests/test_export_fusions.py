@@ -147,8 +147,9 @@ def test_branches_equal_the_chain_of_single_ops_on_every_kernel_path(tmp_path):
             assert torch.equal(method.execute([x, r, shortcut])[0], out), kernel_path
 
 
-@pytest.mark.parametrize("block", ["DScR", "DSaR"])
-def test_downsampling_lcr_pools_its_residual_in_the_op_bit_exact_on_every_kernel_path(tmp_path, block):
+@pytest.mark.parametrize("block, h, w", [("DScR", 12, 18), ("DSaR", 12, 18),
+                                         ("DScR", 6, 64)])  # output rows of 32: AVX-512's contiguous window path
+def test_downsampling_lcr_pools_its_residual_in_the_op_bit_exact_on_every_kernel_path(tmp_path, block, h, w):
     """DScR (eq. 8) / DSaR: BN(RPReLU(bconv_s2(a_f)) + AvgPool(a_f)) with a_f = Hardtanh(x), the clamp and the
     2 x 2 pool of the residual inside the op (``residual_pool=2``): no Hardtanh, pool or layout change runs."""
     from bidrn.nn.lcr import DSaR, DScR
@@ -162,7 +163,7 @@ def test_downsampling_lcr_pools_its_residual_in_the_op_bit_exact_on_every_kernel
     fused = torch.nn.Sequential(copy.deepcopy(module)).eval()
     export.convert_binary_layers(fused)
     assert fused[0].pool_in_op
-    x = 2 * torch.randn(2, 64 if block == "DScR" else 32, 12, 18)
+    x = 2 * torch.randn(2, 64 if block == "DScR" else 32, h, w)
     odd = 2 * torch.randn(1, x.shape[1], 11, 13)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), module(x), rtol=1e-5, atol=1e-5)  # BN rounding only

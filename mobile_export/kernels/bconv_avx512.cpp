@@ -15,6 +15,7 @@ namespace {
 struct FusedTile {
   __m512i ids[(kTileBlocks + 1) / 2];
   __m512i pool_src[(kTileBlocks + 1) / 2];  // residual_pool 2: each lane's top-left residual pixel
+  int32_t pool_row[(kTileBlocks + 1) / 2];   // >= 0: the lanes share an output row, windows from this offset
   bool border[(kTileBlocks + 1) / 2];
   __mmask16 live[(kTileBlocks + 1) / 2];
 };
@@ -45,15 +46,32 @@ inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int pai
     };
     __m512 rv;
     if (j.ep.residual_pool == 2) {  // res = the channel's plane; the 2 x 2 window summed row by row, then / 4
-      const __m512i src = t.pool_src[pair];
-      const __m512i w = _mm512_set1_epi32(static_cast<int>(j.ep.residual_w));
-      const __m512 zero = _mm512_setzero_ps();
+      __m512 a, b, c, d;  // the window's top-left, top-right, bottom-left, bottom-right values
       const __mmask16 live = t.live[pair];
-      const __m512 a = clamp(_mm512_mask_i32gather_ps(zero, live, src, res, 4));
-      const __m512 b = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(src, _mm512_set1_epi32(1)), res, 4));
-      const __m512i below = _mm512_add_epi32(src, w);
-      const __m512 c = clamp(_mm512_mask_i32gather_ps(zero, live, below, res, 4));
-      const __m512 d = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(below, _mm512_set1_epi32(1)), res, 4));
+      if (t.pool_row[pair] >= 0) {
+        // One output row: the windows are 2 x 32 contiguous floats; split even / odd columns.
+        const float* top = res + t.pool_row[pair];
+        const float* bottom = top + j.ep.residual_w;
+        const unsigned n2 = 2u * static_cast<unsigned>(__builtin_popcount(live));
+        const __mmask16 lo = static_cast<__mmask16>(n2 >= 16 ? 0xFFFF : (1u << n2) - 1);
+        const __mmask16 hi = static_cast<__mmask16>(n2 <= 16 ? 0 : n2 >= 32 ? 0xFFFF : (1u << (n2 - 16)) - 1);
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        const __m512 t0 = _mm512_maskz_loadu_ps(lo, top), t1 = _mm512_maskz_loadu_ps(hi, top + 16);
+        const __m512 b0 = _mm512_maskz_loadu_ps(lo, bottom), b1 = _mm512_maskz_loadu_ps(hi, bottom + 16);
+        a = clamp(_mm512_permutex2var_ps(t0, even, t1)), b = clamp(_mm512_permutex2var_ps(t0, odd, t1));
+        c = clamp(_mm512_permutex2var_ps(b0, even, b1)), d = clamp(_mm512_permutex2var_ps(b0, odd, b1));
+      } else {
+        const __m512i src = t.pool_src[pair];
+        const __m512i w = _mm512_set1_epi32(static_cast<int>(j.ep.residual_w));
+        const __m512i one = _mm512_set1_epi32(1);
+        const __m512 zero = _mm512_setzero_ps();
+        const __m512i below = _mm512_add_epi32(src, w);
+        a = clamp(_mm512_mask_i32gather_ps(zero, live, src, res, 4));
+        b = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(src, one), res, 4));
+        c = clamp(_mm512_mask_i32gather_ps(zero, live, below, res, 4));
+        d = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(below, one), res, 4));
+      }
       rv = _mm512_div_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), c), d), _mm512_set1_ps(4.0f));
     } else {
       rv = clamp(_mm512_maskz_loadu_ps(t.live[pair], res));
@@ -167,6 +185,8 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
             src[l] = static_cast<int32_t>(2 * oy * j.ep.residual_w + 2 * ox);
           }
           fused[i].pool_src[m / 2] = _mm512_load_si512(src);
+          const bool one_row = first % j.out_w + live <= j.out_w;
+          fused[i].pool_row[m / 2] = one_row ? src[0] : -1;
         }
       }
     }
