@@ -378,7 +378,7 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
   const std::vector<Phase> phases = phases_of(s);
   const Phase& ph = phases[0];
   Scratch& sc = scratch();
-  grow(sc.packed, size_t(k * in_plane * cw));
+  if (!pointwise_one_word(s)) grow(sc.packed, size_t(k * in_plane * cw));
   if (sc.branch.size() < size_t(k)) sc.branch.resize(size_t(k));
   grow(sc.rprelu, size_t(3 * k * O));
   if (ep.rprelu) {  // rows beta, gamma, zeta of k * O -> per branch 3 x O
@@ -461,9 +461,9 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
   const std::vector<Phase> phases = phases_of(s);
   Scratch& scratch_ = scratch();
   std::vector<uint64_t>& packed = scratch_.packed;
-  if (args.x_float) grow(packed, size_t(in_plane * cw));
+  const bool direct = args.x_float && pointwise_one_word(s);  // packed straight into the im2col buffer
+  if (args.x_float && !direct) grow(packed, size_t(in_plane * cw));
   PhaseBuffers& buf = scratch_.phase;
-  const bool direct = args.x_float && pointwise_one_word(s);
   for (int64_t n = 0; n < s.batch; ++n) {
     const uint64_t* xp = nullptr;
     if (direct) {
