@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from bidrn.models.resnet import BiDRBottleneck
 from bidrn.models.config import EncoderConfig
 from bidrn.nn.layers import BinaryConv2d, RPReLU
-from mobile_export import export, kernel_library, ops
+from mobile_export import export, kernel_library
 from test_export_pte import trained_like
 
 
