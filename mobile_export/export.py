@@ -289,21 +289,28 @@ class FusedLCR(nn.Module):
         return self.conv(a_f, self.residual(a_f), shortcut=shortcut)
 
 
+def stacked_branches(convs: list[PackedBinaryLayer], post_bn: nn.BatchNorm2d) -> PackedBinaryLayer:
+    """The k packed branch convs of a FUR / FDR as one layer: weights, scales, biases and RPReLUs stacked branch
+    by branch, the module's BN as the post-affine. A FUR runs it as one C -> kC conv; an FDR with
+    ``branches = k``."""
+    first = convs[0]
+    stacked = PackedBinaryLayer(first.kind, torch.cat([c.weight for c in convs]), torch.cat([c.scale for c in convs]),
+                                torch.cat([c.bias for c in convs]), first.in_channels, first.kernel_size,
+                                first.stride, first.padding)
+    stacked.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
+    stacked.folded = list(first.folded)
+    stacked.set_post(post_bn)
+    return stacked
+
+
 class FusedFUR(FusedLCR):
     """FUR / DSaR (eq. 9) as one op: the k C -> C branches read the same a_f, so they are one C -> kC conv
     whose output channel i C + c adds residual channel c; the BN after the concat goes in the epilogue."""
 
     def __init__(self, fur):
         nn.Module.__init__(self)
-        convs = [b.conv for b in fur.branches]
-        first = convs[0]
         self.pre_act, self.residual = fur.pre_act, fur.branches[0].residual
-        self.conv = PackedBinaryLayer(first.kind, torch.cat([c.weight for c in convs]),
-                                      torch.cat([c.scale for c in convs]), torch.cat([c.bias for c in convs]),
-                                      first.in_channels, first.kernel_size, first.stride, first.padding)
-        self.conv.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
-        self.conv.folded = list(first.folded)
-        self.conv.set_post(fur.bn)
+        self.conv = stacked_branches([b.conv for b in fur.branches], fur.bn)
         self._fuse_clamp()
 
 
@@ -315,16 +322,9 @@ class FusedFDR(nn.Module):
 
     def __init__(self, fdr):
         super().__init__()
-        self.pre_act, self.k = fdr.pre_act, fdr.k
-        convs = [b.conv for b in fdr.branches]
-        first = convs[0]
-        self.conv = PackedBinaryLayer(first.kind, torch.cat([c.weight for c in convs]),
-                                      torch.cat([c.scale for c in convs]), torch.cat([c.bias for c in convs]),
-                                      first.in_channels, first.kernel_size, first.stride, first.padding)
-        self.conv.register_buffer("rprelu", torch.cat([c.rprelu for c in convs], dim=1).contiguous())
-        self.conv.branches = self.k
-        self.conv.folded = list(first.folded)
-        self.conv.set_post(fdr.bn)
+        self.pre_act = fdr.pre_act
+        self.conv = stacked_branches([b.conv for b in fdr.branches], fdr.bn)
+        self.conv.branches = fdr.k
         self.clamp_in_op = _is_hardtanh(self.pre_act)
 
     def forward(self, x):
