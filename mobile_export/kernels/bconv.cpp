@@ -232,6 +232,21 @@ inline void zero_words(uint64_t* dst, int64_t cw) {
   for (int64_t w = 0; w < cw; ++w) dst[w * kLanes] = 0;
 }
 
+// Whether block blk of a plain conv's phase has 8 pixels in one output row and no tap in the padding.
+inline bool interior_block(const ConvShape& s, const Phase& ph, int64_t blk, int64_t pixels) {
+  const int64_t p = blk * kLanes;
+  if (p + kLanes > pixels) return false;
+  const int64_t j = p / ph.nx, i = p - j * ph.nx;
+  if (i + kLanes > ph.nx) return false;
+  const int64_t y0 = j * s.stride_h - s.pad_h, x0 = i * s.stride_w - s.pad_w;
+  const int64_t x_last = x0 + (kLanes - 1) * s.stride_w;
+  for (size_t t = 0; t < ph.ky.size(); ++t) {
+    const int64_t iy = y0 + ph.ky[t];
+    if (iy < 0 || iy >= s.in_h || x0 + ph.kx[t] < 0 || x_last + ph.kx[t] >= s.in_w) return false;
+  }
+  return true;
+}
+
 // im2col of one phase into [blocks][k_words][kLanes]; padding taps and lanes past the last pixel are zero.
 // A plain conv computes each pixel's input origin once and the taps as offsets from it; a transposed conv
 // goes through source_pixel (its phases are few and small).
@@ -246,6 +261,20 @@ void build_rows(const ConvShape& s, const Phase& ph, const uint64_t* xp, Paralle
     bool border = false;
     for (int64_t blk = b0; blk < b1; ++blk) {
       uint64_t* base = b.a.data() + blk * k_words * kLanes;
+      if (!s.transposed && interior_block(s, ph, blk, pixels)) {
+        // All 8 pixels in one output row, every tap inside the image: tap t of lane l reads input pixel
+        // origin + l * stride_w + offset_t, so each tap's rows are 8 evenly spaced words per channel word.
+        const int64_t p = blk * kLanes, j = p / ph.nx, i = p - j * ph.nx;
+        const int64_t y0 = j * s.stride_h - s.pad_h, x0 = i * s.stride_w - s.pad_w, step = s.stride_w * cw;
+        for (int64_t t = 0; t < taps; ++t) {
+          const uint64_t* src = xp + ((y0 + ph.ky[size_t(t)]) * s.in_w + x0 + ph.kx[size_t(t)]) * cw;
+          uint64_t* dst = base + t * cw * kLanes;
+          for (int64_t w = 0; w < cw; ++w)
+            for (int64_t l = 0; l < kLanes; ++l) dst[w * kLanes + l] = src[l * step + w];
+        }
+        for (int64_t l = 0; l < kLanes; ++l) b.pix_mask[size_t(p + l)] = 0;
+        continue;
+      }
       for (int64_t l = 0; l < kLanes; ++l) {
         const int64_t p = blk * kLanes + l;
         if (p >= pixels) {
@@ -365,20 +394,23 @@ void pack_signs(const float* x, int64_t channels, int64_t pixels, uint64_t* out)
 
 namespace {
 
-// FDR's k branches in one call (ConvArgs::branches): per image, each branch packs its input chunk and lays
-// out its im2col; then each work item (a pixel strip x 64 channels) runs the k branches in turn, branch i
-// adding the strip branch i - 1 just wrote (`partial` = the output itself, still in L2). Against k separate
-// ops this reads each chunk once for the signs and once as residual and writes the output once, instead of
-// also writing and re-reading k - 1 partial sums.
+// FDR's k branches in one call (ConvArgs::branches). Per image the pixels are cut into strips; each work item
+// (one strip) runs the k branches in turn, and branch i first packs its input chunk's pixels of the strip,
+// then sweeps its output channels, adding the strip branch i - 1 just wrote (`partial` = the output itself).
+// Both stay in L2: the chunk's floats, read once for the signs, are read again as the residual (FDR's a_f,
+// the same tensor) while still cached, and the partial sums never leave L2. Against k separate ops this
+// writes the output once instead of also writing and re-reading k - 1 partial sums; against packing whole
+// planes first, it reads the k C input channels from memory once instead of twice.
 void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
   const Kernels& kern = kernels_for(active_path());
   const int64_t k = args.branches, C = s.in_channels, O = s.out_channels;
   const int64_t cw = words_for(C), in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t ldw = cw;  // 1x1
+  const bool one_word = pointwise_one_word(s);
   const std::vector<Phase> phases = phases_of(s);
   const Phase& ph = phases[0];
   Scratch& sc = scratch();
-  if (!pointwise_one_word(s)) grow(sc.packed, size_t(k * in_plane * cw));
+  if (!one_word) grow(sc.packed, size_t(k * in_plane * cw));
   if (sc.branch.size() < size_t(k)) sc.branch.resize(size_t(k));
   grow(sc.rprelu, size_t(3 * k * O));
   if (ep.rprelu) {  // rows beta, gamma, zeta of k * O -> per branch 3 x O
@@ -389,22 +421,25 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
   const int64_t x_stride = args.x_batch_stride ? args.x_batch_stride : k * C * in_plane;
   const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride
                                                       : k * ep.residual_channels * out_plane;
+  const int64_t blocks = (out_plane + kLanes - 1) / kLanes, padded = blocks * kLanes;
+  const int64_t tiles = (blocks + kTileBlocks - 1) / kTileBlocks, chunks = (O + 63) / 64;
+  // Strip width: a branch's strip of output (O channels) and of input (C channels) 256 KB each, so both
+  // fit L2 next to each other; at least one tile, at most the kernels' maximum.
+  const int64_t fit = (256 * 1024) / (std::max(O, C) * kTilePixels * int64_t(sizeof(float)));
+  // (and at least two strips where there are two tiles, so that two threads share the work).
+  const int64_t per_strip = std::max<int64_t>(1, std::min<int64_t>({fit, strip_tiles(cw), kMaxStripTiles, (tiles + 1) / 2}));
+  const int64_t strips = (tiles + per_strip - 1) / per_strip;
   std::vector<TileJob> jobs(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) {
+    PhaseBuffers& buf = sc.branch[size_t(i)];
+    grow(buf.a, size_t(padded * cw));
+    buf.any_border = false;  // 1x1, no padding
+    build_correction(s, ph, args.weight + i * O * ldw, ldw, kern, buf);  // an all-zero table
+  }
   for (int64_t n = 0; n < s.batch; ++n) {
     float* out = static_cast<float*>(args.out) + n * O * out_plane;
     for (int64_t i = 0; i < k; ++i) {
-      const float* x = args.x_float + n * x_stride + i * C * in_plane;
       PhaseBuffers& buf = sc.branch[size_t(i)];
-      if (pointwise_one_word(s)) {
-        pack_as_rows(s, kern, x, parallel, buf);
-      } else {
-        uint64_t* packed = sc.packed.data() + i * in_plane * cw;
-        run_parallel(parallel, (in_plane + 63) / 64, [&](int64_t c0, int64_t c1) {
-          kern.pack(x, C, in_plane, c0 * 64, std::min(c1 * 64, in_plane), packed);
-        });
-        build_rows(s, ph, packed, parallel, buf);
-      }
-      build_correction(s, ph, args.weight + i * O * ldw, ldw, kern, buf);  // no padding: an all-zero table
       TileJob& job = jobs[size_t(i)];
       job.a = buf.a.data();
       job.pixels = out_plane;
@@ -431,16 +466,23 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
       job.ep.post = last ? ep.post : nullptr;
       job.shortcut = last && ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;
     }
-    // Strips of at most 16 tiles: a 64-channel chunk of a strip (128 KB) stays in L2 from branch to branch.
-    const int64_t blocks = (out_plane + kLanes - 1) / kLanes;
-    const int64_t tiles = (blocks + kTileBlocks - 1) / kTileBlocks, chunks = (O + 63) / 64;
-    const int64_t per_strip = std::min<int64_t>(16, strip_tiles(cw)), strips = (tiles + per_strip - 1) / per_strip;
-    run_parallel(parallel, strips * chunks, [&](int64_t i0, int64_t i1) {
-      for (int64_t item = i0; item < i1; ++item) {
-        const int64_t t = item / chunks * per_strip, c = item % chunks;
-        for (int64_t i = 0; i < k; ++i)
-          kern.tile(jobs[size_t(i)], t * kTileBlocks, std::min((t + per_strip) * kTileBlocks, blocks), c * 64,
-                    std::min(c * 64 + 64, O));
+    run_parallel(parallel, strips, [&](int64_t s0, int64_t s1) {
+      for (int64_t st = s0; st < s1; ++st) {
+        const int64_t b0 = st * per_strip * kTileBlocks, b1 = std::min((st + 1) * per_strip * kTileBlocks, blocks);
+        const int64_t p0 = b0 * kLanes, p1 = std::min(b1 * kLanes, in_plane);
+        for (int64_t i = 0; i < k; ++i) {
+          const float* x = args.x_float + n * x_stride + i * C * in_plane;
+          uint64_t* rows = sc.branch[size_t(i)].a.data();
+          if (one_word) {  // the packed words are the im2col rows ([block][1 word][8 lanes])
+            kern.pack(x, C, in_plane, p0, p1, rows);
+          } else {  // pack the strip, then lay its words out as rows [block][cw][8 lanes]
+            uint64_t* packed = sc.packed.data() + i * in_plane * cw;
+            kern.pack(x, C, in_plane, p0, p1, packed);
+            for (int64_t p = p0; p < p1; ++p) put_words(packed + p * cw, rows + (p / kLanes) * cw * kLanes + p % kLanes, cw);
+          }
+          for (int64_t p = p1; p < b1 * kLanes; ++p) zero_words(rows + (p / kLanes) * cw * kLanes + p % kLanes, cw);
+          for (int64_t c = 0; c < chunks; ++c) kern.tile(jobs[size_t(i)], b0, b1, c * 64, std::min(c * 64 + 64, O));
+        }
       }
     });
   }

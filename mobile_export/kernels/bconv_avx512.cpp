@@ -4,6 +4,8 @@
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vpopcntdq -mpopcnt.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "bconv_internal.h"
 
 namespace bidrn {
@@ -20,69 +22,38 @@ struct FusedTile {
   __mmask16 live[(kTileBlocks + 1) / 2];
 };
 
-// 16 pixels of one output channel written straight from the accumulators (r = the popcounts as int32):
-// acc = k_bits - 2 r - corr[o][id], y = acc * scale + bias (mul then add, as PyTorch), optional RPReLU,
-// residual and post affine, masked store. 16 lanes at a time halves the epilogue's instructions, which
-// dominate 1x1 convs of 64-128 channels (a handful of popcounts per output).
-inline void fused_store(const TileJob& j, const FusedTile& t, int64_t o, int pair, float* out, const float* res,
-                        int64_t at, __m512i r) {
-  __m512i acc = _mm512_sub_epi32(_mm512_set1_epi32(j.k_bits), _mm512_add_epi32(r, r));
-  if (t.border[pair]) {
-    const __m512i row = _mm512_loadu_si512(j.corr + o * j.corr_stride);  // corr_stride == 16 here
-    acc = _mm512_sub_epi32(acc, _mm512_permutexvar_epi32(t.ids[pair], row));
+// DScR's pooled residual (residual_pool 2) for one pair of blocks: each lane's 2 x 2 window of the (Hardtanh'ed,
+// through lo / hi) residual plane, summed row by row and divided by 4 as ATen's avg_pool2d. Where the 16 lanes
+// share an output row the windows are 2 x 32 contiguous floats, split into even / odd columns; else gathered.
+inline __m512 pooled_residual(const FusedTile& t, int pair, const float* res, int64_t residual_w, __m512 lo,
+                              __m512 hi) {
+  // Hardtanh as torch.clamp: with the bound first, max/min return the second operand, so NaN passes.
+  const auto clamp = [&](__m512 v) { return _mm512_min_ps(hi, _mm512_max_ps(lo, v)); };
+  __m512 a, b, c, d;  // the window's top-left, top-right, bottom-left, bottom-right values
+  const __mmask16 live = t.live[pair];
+  if (t.pool_row[pair] >= 0) {
+    const float* top = res + t.pool_row[pair];
+    const float* bottom = top + residual_w;
+    const unsigned n2 = 2u * static_cast<unsigned>(__builtin_popcount(live));
+    const __mmask16 first = static_cast<__mmask16>(n2 >= 16 ? 0xFFFF : (1u << n2) - 1);
+    const __mmask16 second = static_cast<__mmask16>(n2 <= 16 ? 0 : n2 >= 32 ? 0xFFFF : (1u << (n2 - 16)) - 1);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 t0 = _mm512_maskz_loadu_ps(first, top), t1 = _mm512_maskz_loadu_ps(second, top + 16);
+    const __m512 b0 = _mm512_maskz_loadu_ps(first, bottom), b1 = _mm512_maskz_loadu_ps(second, bottom + 16);
+    a = clamp(_mm512_permutex2var_ps(t0, even, t1)), b = clamp(_mm512_permutex2var_ps(t0, odd, t1));
+    c = clamp(_mm512_permutex2var_ps(b0, even, b1)), d = clamp(_mm512_permutex2var_ps(b0, odd, b1));
+  } else {
+    const __m512i src = t.pool_src[pair];
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i below = _mm512_add_epi32(src, _mm512_set1_epi32(static_cast<int>(residual_w)));
+    a = clamp(_mm512_mask_i32gather_ps(zero, live, src, res, 4));
+    b = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(src, one), res, 4));
+    c = clamp(_mm512_mask_i32gather_ps(zero, live, below, res, 4));
+    d = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(below, one), res, 4));
   }
-  __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(j.ep.scale[o])),
-                           _mm512_set1_ps(j.ep.bias[o]));
-  if (j.ep.rprelu) {
-    const __m512 s = _mm512_sub_ps(y, _mm512_set1_ps(j.ep.rprelu[j.out_channels + o]));
-    const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
-    const __m512 slope = _mm512_mul_ps(_mm512_set1_ps(j.ep.rprelu[o]), s);
-    y = _mm512_add_ps(_mm512_mask_blend_ps(positive, slope, s), _mm512_set1_ps(j.ep.rprelu[2 * j.out_channels + o]));
-  }
-  if (res) {
-    // Hardtanh as torch.clamp: with the constant first, max/min return the second operand, so NaN passes.
-    const auto clamp = [&](__m512 v) {
-      return j.ep.clamp_residual ? _mm512_min_ps(_mm512_set1_ps(1.0f), _mm512_max_ps(_mm512_set1_ps(-1.0f), v)) : v;
-    };
-    __m512 rv;
-    if (j.ep.residual_pool == 2) {  // res = the channel's plane; the 2 x 2 window summed row by row, then / 4
-      __m512 a, b, c, d;  // the window's top-left, top-right, bottom-left, bottom-right values
-      const __mmask16 live = t.live[pair];
-      if (t.pool_row[pair] >= 0) {
-        // One output row: the windows are 2 x 32 contiguous floats; split even / odd columns.
-        const float* top = res + t.pool_row[pair];
-        const float* bottom = top + j.ep.residual_w;
-        const unsigned n2 = 2u * static_cast<unsigned>(__builtin_popcount(live));
-        const __mmask16 lo = static_cast<__mmask16>(n2 >= 16 ? 0xFFFF : (1u << n2) - 1);
-        const __mmask16 hi = static_cast<__mmask16>(n2 <= 16 ? 0 : n2 >= 32 ? 0xFFFF : (1u << (n2 - 16)) - 1);
-        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        const __m512 t0 = _mm512_maskz_loadu_ps(lo, top), t1 = _mm512_maskz_loadu_ps(hi, top + 16);
-        const __m512 b0 = _mm512_maskz_loadu_ps(lo, bottom), b1 = _mm512_maskz_loadu_ps(hi, bottom + 16);
-        a = clamp(_mm512_permutex2var_ps(t0, even, t1)), b = clamp(_mm512_permutex2var_ps(t0, odd, t1));
-        c = clamp(_mm512_permutex2var_ps(b0, even, b1)), d = clamp(_mm512_permutex2var_ps(b0, odd, b1));
-      } else {
-        const __m512i src = t.pool_src[pair];
-        const __m512i w = _mm512_set1_epi32(static_cast<int>(j.ep.residual_w));
-        const __m512i one = _mm512_set1_epi32(1);
-        const __m512 zero = _mm512_setzero_ps();
-        const __m512i below = _mm512_add_epi32(src, w);
-        a = clamp(_mm512_mask_i32gather_ps(zero, live, src, res, 4));
-        b = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(src, one), res, 4));
-        c = clamp(_mm512_mask_i32gather_ps(zero, live, below, res, 4));
-        d = clamp(_mm512_mask_i32gather_ps(zero, live, _mm512_add_epi32(below, one), res, 4));
-      }
-      rv = _mm512_div_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), c), d), _mm512_set1_ps(4.0f));
-    } else {
-      rv = clamp(_mm512_maskz_loadu_ps(t.live[pair], res));
-    }
-    y = _mm512_add_ps(y, rv);
-  }
-  if (j.partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(t.live[pair], j.partial + o * j.out_plane + at), y);
-  if (j.ep.post)
-    y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_set1_ps(j.ep.post[o])), _mm512_set1_ps(j.ep.post[j.out_channels + o]));
-  if (j.shortcut) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(t.live[pair], j.shortcut + o * j.out_plane + at));
-  _mm512_mask_storeu_ps(out, t.live[pair], y);
+  return _mm512_div_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), c), d), _mm512_set1_ps(4.0f));
 }
 
 // Two blocks' 64-bit popcount sums as one zmm of 16 int32 (the second half zero for an odd last block).
@@ -90,12 +61,88 @@ inline __m512i narrow_pair(__m512i a, __m512i b) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(a)), _mm512_cvtepi64_epi32(b), 1);
 }
 
-// MB blocks x NB channels of accumulators = 24 zmm at the full 4 x 6 tile, plus 4 row loads and the
-// broadcast: fits the 32 registers with room for the temporaries.
-constexpr int64_t kPrefetchAhead = 4 * kTilePixels;  // pixels: four tiles, 512 bytes of each float stream
+// The in-register epilogue, one output channel at a time (the float NCHW output of a plain conv). Per channel
+// the strip's tiles are swept in order, so every float stream (output, residual, partial, shortcut) is one
+// contiguous run, and a tile's MB accumulators go from the popcount to the store without leaving registers:
+// acc = k_bits - 2 r - corr[o][id], y = acc * scale + bias (mul then add, as PyTorch), optional RPReLU,
+// residual, partial sum, post affine and shortcut, masked store. The job's per-channel constants are
+// broadcast once per channel. Against the MB x NB register tile below (which spilled its 24 accumulators
+// to the stack before the epilogue and re-read the job per 16 outputs) this halved the 1 x 1 layers and
+// took a quarter to a third off the 3 x 3 ones (docs/kernels.md).
+constexpr int64_t kPrefetchAhead = 8 * kTilePixels;  // floats: 1 KB ahead in each stream the epilogue reads
 
+template <int MB>
+__attribute__((noinline)) void channel_run(const TileJob& j, const FusedTile* fused, const int64_t* p0, int tiles,
+                                           const uint64_t* a, int64_t o, int64_t rc) {
+  const int64_t a_stride = j.k_words * kLanes, k_words = j.k_words, plane = j.out_plane, O = j.out_channels;
+  const uint64_t* w = j.w + o * j.ldw;
+  const __m512i k_bits = _mm512_set1_epi32(j.k_bits);
+  const __m512 scale = _mm512_set1_ps(j.ep.scale[o]), bias = _mm512_set1_ps(j.ep.bias[o]);
+  const bool rprelu = j.ep.rprelu != nullptr, post = j.ep.post != nullptr;
+  const __m512 beta = _mm512_set1_ps(rprelu ? j.ep.rprelu[o] : 0.0f);
+  const __m512 gamma = _mm512_set1_ps(rprelu ? j.ep.rprelu[O + o] : 0.0f);
+  const __m512 zeta = _mm512_set1_ps(rprelu ? j.ep.rprelu[2 * O + o] : 0.0f);
+  const __m512 post_scale = _mm512_set1_ps(post ? j.ep.post[o] : 1.0f);
+  const __m512 post_bias = _mm512_set1_ps(post ? j.ep.post[O + o] : 0.0f);
+  // Hardtanh bounds; +-inf make the clamp the identity (NaN still passes).
+  const __m512 lo = _mm512_set1_ps(j.ep.clamp_residual ? -1.0f : -INFINITY);
+  const __m512 hi = _mm512_set1_ps(j.ep.clamp_residual ? 1.0f : INFINITY);
+  const bool pooled = j.ep.residual_pool == 2;
+  const float* res = j.residual ? j.residual + rc * j.res_plane : nullptr;
+  const float* partial = j.partial ? j.partial + o * plane : nullptr;
+  const float* shortcut = j.shortcut ? j.shortcut + o * plane : nullptr;
+  float* out = static_cast<float*>(j.out) + o * plane;
+  const int32_t* corr = j.corr + o * j.corr_stride;
+  for (int i = 0; i < tiles; ++i, a += kTileBlocks * a_stride) {
+    const FusedTile& t = fused[i];
+    // The prefetchers follow these streams poorly next to the im2col reads; ask for lines 1 KB on (a hint,
+    // harmless past a plane's end).
+    const int64_t ahead = p0[i] + kPrefetchAhead;
+    if (shortcut) _mm_prefetch(reinterpret_cast<const char*>(shortcut + ahead), _MM_HINT_T0);
+    if (shortcut) _mm_prefetch(reinterpret_cast<const char*>(shortcut + ahead + 16), _MM_HINT_T0);
+    if (res && !pooled) _mm_prefetch(reinterpret_cast<const char*>(res + ahead), _MM_HINT_T0);
+    if (res && !pooled) _mm_prefetch(reinterpret_cast<const char*>(res + ahead + 16), _MM_HINT_T0);
+    if (partial) _mm_prefetch(reinterpret_cast<const char*>(partial + ahead), _MM_HINT_T0);
+    if (partial) _mm_prefetch(reinterpret_cast<const char*>(partial + ahead + 16), _MM_HINT_T0);
+    __m512i acc[MB];
+    for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < k_words; ++k) {
+      const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[k]));
+      for (int m = 0; m < MB; ++m) {
+        const __m512i av = _mm512_loadu_si512(a + m * a_stride + k * kLanes);
+        acc[m] = _mm512_add_epi64(acc[m], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv)));
+      }
+    }
+    for (int m = 0; m < MB; m += 2) {
+      const int pair = m / 2;
+      const int64_t at = p0[i] + m * kLanes;
+      const __mmask16 live = t.live[pair];
+      const __m512i r = narrow_pair(acc[m], m + 1 < MB ? acc[m + 1] : _mm512_setzero_si512());
+      __m512i v = _mm512_sub_epi32(k_bits, _mm512_add_epi32(r, r));
+      if (t.border[pair]) v = _mm512_sub_epi32(v, _mm512_permutexvar_epi32(t.ids[pair], _mm512_loadu_si512(corr)));
+      __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), scale), bias);
+      if (rprelu) {
+        const __m512 s = _mm512_sub_ps(y, gamma);
+        const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
+        y = _mm512_add_ps(_mm512_mask_blend_ps(positive, _mm512_mul_ps(beta, s), s), zeta);
+      }
+      if (res) {
+        y = _mm512_add_ps(y, pooled ? pooled_residual(t, pair, res, j.ep.residual_w, lo, hi)
+                                    : _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_maskz_loadu_ps(live, res + at))));
+      }
+      if (partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(live, partial + at), y);
+      if (post) y = _mm512_add_ps(_mm512_mul_ps(y, post_scale), post_bias);
+      if (shortcut) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(live, shortcut + at));
+      _mm512_mask_storeu_ps(out + at, live, y);
+    }
+  }
+}
+
+// The other outputs (raw accumulators, packed signs, a transposed conv's scattered pixels, > 16 padding
+// masks): MB blocks x NB channels of accumulators = 24 zmm at the full 4 x 6 tile, plus 4 row loads and the
+// broadcast, written as int32 for the shared scalar epilogue (finish_tile).
 template <int MB, int NB>
-void micro(const TileJob& j, const FusedTile* fused, int64_t p0, int64_t o, const uint64_t* a, int32_t* r) {
+void micro(const TileJob& j, int64_t o, const uint64_t* a, int32_t* r) {
   const int64_t a_stride = j.k_words * kLanes, ldw = j.ldw;
   const uint64_t* w = j.w + o * ldw;
   __m512i acc[MB][NB];
@@ -110,41 +157,13 @@ void micro(const TileJob& j, const FusedTile* fused, int64_t p0, int64_t o, cons
         acc[m][n] = _mm512_add_epi64(acc[m][n], _mm512_popcnt_epi64(_mm512_xor_si512(av[m], wv)));
     }
   }
-  if (fused) {
-    float* out = static_cast<float*>(j.out) + p0;
-    // Residual channel of output o + n is (o + n) mod R: one division per call, then wrap by subtraction (a
-    // division per 16 outputs cost a tenth of a 1x1 layer).
-    const int64_t R = j.ep.residual_channels;
-    int64_t rc = j.residual ? o % R : 0;
-    for (int n = 0; n < NB; ++n, rc = rc + 1 == R ? 0 : rc + 1) {
-      // The epilogue's float streams (residual, partial, shortcut) are read a tile (128 bytes) at a time per
-      // channel, 6 channels interleaved: more streams than the prefetchers follow, so ask for the lines
-      // kPrefetchAhead pixels on (loads past a plane's end are only hints).
-      const int64_t ahead = p0 + kPrefetchAhead;
-      if (j.residual && j.ep.residual_pool == 1) _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead), _MM_HINT_T0);
-      if (j.partial) _mm_prefetch(reinterpret_cast<const char*>(j.partial + (o + n) * j.out_plane + ahead), _MM_HINT_T0);
-      if (j.shortcut) _mm_prefetch(reinterpret_cast<const char*>(j.shortcut + (o + n) * j.out_plane + ahead), _MM_HINT_T0);
-      if (j.residual && j.ep.residual_pool == 1)
-        _mm_prefetch(reinterpret_cast<const char*>(j.residual + rc * j.out_plane + ahead + 16), _MM_HINT_T0);
-      if (j.partial) _mm_prefetch(reinterpret_cast<const char*>(j.partial + (o + n) * j.out_plane + ahead + 16), _MM_HINT_T0);
-      if (j.shortcut) _mm_prefetch(reinterpret_cast<const char*>(j.shortcut + (o + n) * j.out_plane + ahead + 16), _MM_HINT_T0);
-      for (int m = 0; m < MB; m += 2) {
-        const float* res = !j.residual ? nullptr
-                           : j.ep.residual_pool == 2 ? j.residual + rc * j.res_plane  // lanes placed by pool_src
-                                                     : j.residual + rc * j.out_plane + p0 + m * kLanes;
-        const __m512i r = narrow_pair(acc[m][n], m + 1 < MB ? acc[m + 1][n] : _mm512_setzero_si512());
-        fused_store(j, *fused, o + n, m / 2, out + (o + n) * j.out_plane + m * kLanes, res, p0 + m * kLanes, r);
-      }
-    }
-    return;
-  }
   for (int n = 0; n < NB; ++n)
     for (int m = 0; m < MB; ++m)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(r + n * kTilePixels + m * kLanes), _mm512_cvtepi64_epi32(acc[m][n]));
 }
 
 constexpr int kNB = 6;
-using Micro = void (*)(const TileJob&, const FusedTile*, int64_t, int64_t, const uint64_t*, int32_t*);
+using Micro = void (*)(const TileJob&, int64_t, const uint64_t*, int32_t*);
 
 template <int MB>
 constexpr Micro pick(int nb) {
@@ -191,45 +210,69 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
       }
     }
   }
+  if (use_fused) {
+    int64_t p0[kMaxStripTiles];
+    for (int i = 0; i < strip.tiles; ++i) p0[i] = strip.tile[i].p0;
+    const int last = strip.tiles - 1;
+    const int64_t last_blocks = b1 - strip.first_block(last, b0);
+    const int whole = last_blocks == kTileBlocks ? strip.tiles : last;
+    const uint64_t* a = j.a + b0 * j.k_words * kLanes;
+    const uint64_t* a_last = j.a + strip.first_block(last, b0) * j.k_words * kLanes;
+    // Residual channel of output o is o mod R: one division per strip, then wrap by subtraction.
+    const int64_t R = j.ep.residual_channels;
+    int64_t rc = j.residual ? o0 % R : 0;
+    for (int64_t o = o0; o < o1; ++o, rc = j.residual && rc + 1 == R ? 0 : rc + 1) {
+      if (whole) channel_run<kTileBlocks>(j, fused, p0, whole, a, o, rc);
+      if (whole == last) {
+        switch (last_blocks) {
+          case 1: channel_run<1>(j, fused + last, p0 + last, 1, a_last, o, rc); break;
+          case 2: channel_run<2>(j, fused + last, p0 + last, 1, a_last, o, rc); break;
+          default: channel_run<3>(j, fused + last, p0 + last, 1, a_last, o, rc);
+        }
+      }
+    }
+    return;
+  }
   for (int64_t o = o0; o < o1; o += kNB) {
     const int nb = int(o1 - o < kNB ? o1 - o : kNB);
     for (int i = 0; i < strip.tiles; ++i) {
       const int64_t tb0 = strip.first_block(i, b0);
       const int mb = int(tb0 + kTileBlocks <= b1 ? kTileBlocks : b1 - tb0);
-      micro_for(mb, nb)(j, use_fused ? &fused[i] : nullptr, strip.tile[i].p0, o, j.a + tb0 * j.k_words * kLanes, r);
-      if (!use_fused) finish_tile(j, strip.tile[i], o, nb, r);
+      micro_for(mb, nb)(j, o, j.a + tb0 * j.k_words * kLanes, r);
+      finish_tile(j, strip.tile[i], o, nb, r);
     }
   }
 }
 
-// 64 pixels x 64 channels at a time: per channel, four compares give four 16-bit pixel masks (256
-// contiguous bytes of the channel's plane, so the 64 streams stay prefetch-friendly); with the 64 channels'
-// masks of one 16-pixel group in two zmm of 16-bit lanes, vptestmw against bit i gathers pixel i's 64
-// channel bits.
+// Up to kPackPixels pixels x 64 channels at a time: per channel, one contiguous run of the plane is compared
+// 16 pixels at a time into 16-bit masks, m[group][channel]; then, with the 64 channels' masks of one 16-pixel
+// group in two zmm of 16-bit lanes, vptestmw against bit i gathers pixel i's 64 channel bits. Reading each
+// channel's run whole keeps one stream in flight for the prefetchers; 64-pixel runs (the first form) hopped
+// across 64 planes every 256 bytes and spent most of their time waiting on those loads.
+constexpr int64_t kPackPixels = 1024;
+
 void avx512_pack(const float* x, int64_t channels, int64_t plane, int64_t p0, int64_t p1, uint64_t* out) {
   const int64_t cw = words_for(channels);
-  alignas(64) uint16_t m[4][64];
+  alignas(64) uint16_t m[kPackPixels / 16][64];
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t g = 0; g < cw; ++g) {
     const int64_t c0 = g * 64, nc = channels - c0 < 64 ? channels - c0 : 64;
-    for (int64_t p = p0; p < p1; p += 64) {
-      const int64_t np = p1 - p < 64 ? p1 - p : 64;
-      const int groups = int((np + 15) / 16);
-      __mmask16 live[4];
-      for (int q = 0; q < 4; ++q) {
-        const int64_t n = np - 16 * q;
-        live[q] = static_cast<__mmask16>(n >= 16 ? 0xFFFF : n > 0 ? (1u << n) - 1 : 0);
-      }
+    for (int64_t p = p0; p < p1; p += kPackPixels) {
+      const int64_t np = p1 - p < kPackPixels ? p1 - p : kPackPixels;
+      const int groups = int((np + 15) / 16), full = int(np / 16);
+      const __mmask16 tail = static_cast<__mmask16>((1u << (np % 16)) - 1);
       for (int64_t c = 0; c < 64; ++c) {
         if (c >= nc) {
-          for (int q = 0; q < 4; ++q) m[q][c] = 0;
+          for (int q = 0; q < groups; ++q) m[q][c] = 0;
           continue;
         }
         const float* row = x + (c0 + c) * plane + p;
         // NGE_UQ: true for negative and NaN, i.e. exactly where torch's sign gives -1.
-        for (int q = 0; q < groups; ++q)
-          m[q][c] = static_cast<uint16_t>(
-              _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(live[q], row + 16 * q), zero, _CMP_NGE_UQ));
+        for (int q = 0; q < full; ++q)
+          m[q][c] = static_cast<uint16_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(row + 16 * q), zero, _CMP_NGE_UQ));
+        if (full < groups)
+          m[full][c] = static_cast<uint16_t>(
+              _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(tail, row + 16 * full), zero, _CMP_NGE_UQ));
       }
       for (int q = 0; q < groups; ++q) {
         const __m512i lo = _mm512_load_si512(m[q]), hi = _mm512_load_si512(m[q] + 32);
