@@ -398,6 +398,7 @@ class ConversionStats:
     fused_block_residuals: int = 0  # BiDRB block residual adds (eq. 11) run in the last op's epilogue
     phased_deconvs: int = 0  # full-precision transposed convs run as one conv per output phase (deconv.py)
     space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
+    subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
     binary_weight_bytes: int = 0
 
 
@@ -581,11 +582,73 @@ def _quantize_int8(program: torch.export.ExportedProgram, calibration: list[torc
     # Applied to every node an annotator looks at; weights (get_attr nodes, no module stack) pass it.
     quantizer.filter_fn = lambda node: not in_float_module(node)
     graph_module = program.module()
+    fold_conv_batch_norms(graph_module)
     batch_norms_to_affine(graph_module)
     prepared = prepare_pt2e(graph_module, quantizer)
     for img in calibration:
         prepared(img)
     return convert_pt2e(prepared)
+
+
+def _attr_tensor(graph_module: torch.fx.GraphModule):
+    """node -> the parameter or buffer a get_attr node reads (None for None)."""
+    return lambda node: None if node is None else operator.attrgetter(node.target)(graph_module).detach()
+
+
+def _eval_batch_norms(graph: torch.fx.Graph):
+    """(node, (input, weight, bias, running mean, running var, eps)) of each inference-mode aten.batch_norm."""
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.batch_norm.default:
+            x, weight, bias, mean, var, training, _, eps = node.args[:8]
+            if not training:
+                yield node, (x, weight, bias, mean, var, eps)
+
+
+def fold_conv_batch_norms(graph_module: torch.fx.GraphModule) -> int:
+    """Fold each eval BatchNorm that directly follows a conv (its only user) into new weight and bias buffers,
+    in place; returns how many.
+
+    ``prepare_pt2e`` would fold them too, but it writes the folded weight back under the conv's own weight
+    name: where two convs share a weight (an encoder run one image at a time, :class:`ImageAtATime`) the second
+    fold scales the already-folded weight again. Here each distinct (conv weight, bias, BN) combination is
+    folded once into a buffer of its own, which every conv using that combination reads."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+    from torchao.quantization.pt2e.utils import _is_conv_or_conv_transpose_node, _is_conv_transpose_node
+
+    graph, count, folded = graph_module.graph, 0, {}
+    tensor = _attr_tensor(graph_module)
+    for node, (conv, weight, bias, mean, var, eps) in _eval_batch_norms(graph):
+        if not _is_conv_or_conv_transpose_node(conv) or len(conv.users) != 1:
+            continue
+        conv_w, conv_b = conv.args[1], conv.args[2] if len(conv.args) > 2 else None
+        parts = (conv_w, conv_b, weight, bias, mean, var)
+        if any(p is not None and (not isinstance(p, torch.fx.Node) or p.op != "get_attr") for p in parts) \
+                or conv_w is None:
+            continue
+        key = tuple(None if p is None else p.target for p in parts) + (eps,)
+        if key not in folded:
+            w, b = fuse_conv_bn_weights(tensor(conv_w), tensor(conv_b), tensor(mean), tensor(var), eps,
+                                        tensor(weight), tensor(bias), transpose=_is_conv_transpose_node(conv))
+            name = f"_bn_folded_{len(folded)}"
+            graph_module.register_buffer(f"{name}_weight", w.detach())
+            graph_module.register_buffer(f"{name}_bias", b.detach())
+            folded[key] = name
+        name = folded[key]
+        with graph.inserting_before(conv):
+            new_w, new_b = graph.get_attr(f"{name}_weight"), graph.get_attr(f"{name}_bias")
+        if "val" in conv.meta:  # the quantizer's annotators read the weight's shape from it
+            fake = conv.meta["val"].fake_mode
+            for attr in (new_w, new_b):
+                attr.meta["val"] = fake.from_tensor(operator.attrgetter(attr.target)(graph_module), static_shapes=True)
+        args = list(conv.args) + [None] * (3 - len(conv.args))
+        args[1], args[2] = new_w, new_b
+        conv.args = tuple(args)
+        node.replace_all_uses_with(conv)
+        graph.erase_node(node)
+        count += 1
+    graph.eliminate_dead_code()
+    graph_module.recompile()
+    return count
 
 
 def batch_norms_to_affine(graph_module: torch.fx.GraphModule) -> int:
@@ -599,15 +662,9 @@ def batch_norms_to_affine(graph_module: torch.fx.GraphModule) -> int:
     from torchao.quantization.pt2e.utils import _is_conv_or_conv_transpose_node  # what prepare_pt2e folds into
 
     graph, count = graph_module.graph, 0
-
-    def tensor(node):  # a get_attr node's parameter or buffer
-        return None if node is None else operator.attrgetter(node.target)(graph_module).detach()
-
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target is not torch.ops.aten.batch_norm.default:
-            continue
-        x, weight, bias, mean, var, training, _, eps = node.args[:8]
-        if training or _is_conv_or_conv_transpose_node(x):
+    tensor = _attr_tensor(graph_module)
+    for node, (x, weight, bias, mean, var, eps) in _eval_batch_norms(graph):
+        if _is_conv_or_conv_transpose_node(x):
             continue
         s, t = affine_of_batch_norm(*map(tensor, (weight, bias, mean, var)), eps)
         shape = [-1 if d == 1 else 1 for d in range(x.meta["val"].dim())]
@@ -671,6 +728,41 @@ def drop_unit_reductions(program: torch.export.ExportedProgram) -> int:
     return count
 
 
+def depth_first_order(graph_module: torch.fx.GraphModule) -> None:
+    """Reorder the graph's operators depth first, in place: after each op, the ops it has just made ready
+    run next (earliest in the old order first), so an independent chain runs to its end before the next
+    starts.
+
+    The XNNPACK partitioner re-sorts the graph breadth first when it fuses partitions: an encoder run one
+    image at a time (:class:`ImageAtATime`) whose two stems land in one delegate then ran its two chains
+    interleaved, layer by layer, with both images' tensors live, which is what running one image at a time
+    is there to avoid. Placeholders keep their place at the front, the output its place at the end."""
+    graph = graph_module.graph
+    nodes = list(graph.nodes)
+    movable = [n for n in nodes if n.op not in ("placeholder", "get_attr", "output")]
+    position = {n: i for i, n in enumerate(nodes)}
+    pending = {n: len({m for m in n.all_input_nodes if m.op not in ("placeholder", "get_attr")}) for n in movable}
+    stack = sorted((n for n in movable if pending[n] == 0), key=position.get, reverse=True)
+    order = []
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        ready = []
+        for user in node.users:
+            if user in pending:
+                pending[user] -= 1
+                if pending[user] == 0:
+                    ready.append(user)
+        stack.extend(sorted(ready, key=position.get, reverse=True))
+    if len(order) != len(movable):  # a cycle cannot happen in a valid graph; keep the order it has
+        return
+    output = graph.output_node()
+    for node in order:
+        output.prepend(node)
+    graph.lint()
+    graph_module.recompile()
+
+
 def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Tensor | tuple,
                  out: str | Path) -> dict[str, int]:
     """XNNPACK partition -> ExecuTorch program -> ``out``; returns the ops left outside XNNPACK.
@@ -682,6 +774,7 @@ def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Ten
         program = _export_program(program, x, type(program).__name__, lambda msg: None)
     drop_unit_reductions(program)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    depth_first_order(edge.exported_program().graph_module)
     outside = _ops_outside_delegate(edge.exported_program().graph_module)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -689,11 +782,74 @@ def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Ten
     return outside
 
 
+class ImageAtATime(nn.Module):
+    """Runs an encoder on one image of its batch at a time (the hand encoder sees both hands of each person).
+
+    At batch 2 the hand encoder's first-stage tensors are 8 MB each (256 channels x 64 x 64 x 2 images), and a
+    block's ops pass about 20 MB between them: more than this machine's last-level cache holds, so every op
+    streams from DRAM. One image at a time halves the working set, which stays cached, and halves the peak
+    activation memory (a phone's budget). The results are the same up to float rounding: every layer treats
+    images independently (eval-mode BatchNorm); in an int8 export each image's activations get their own
+    calibrated scales. Exported graphs unroll the loop (the batch is static).
+
+    Off by default (``export_pte(..., image_at_a_time=True)``): measured side by side on the int8 BiDRN it
+    changed nothing end to end (1.00-1.01x; docs/export.md) while the hand encoder's first ops got faster,
+    and it raised the peak memory from 73 to 80 MB (both images' stem outputs are live together)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            return self.encoder(x)
+        return torch.cat([self.encoder(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+ENCODERS = ("body_backbone", "hand_backbone", "face_backbone")
+
+
+class SubsampledPointwise(nn.Module):
+    """A 1 x 1 strided conv without padding as ``bidrn::subsample`` (every s-th pixel) and then the conv at
+    stride 1: the same numbers, since output pixel (i, j) reads input pixel (s i, s j) alone.
+
+    In a BiDRN block the block residual's conv (eq. 11's BR at a stage's first block) reads the block input
+    that a bidrn:: op wrote in NCHW float32; XNNPACK's conv reads only every s-th pixel of it too, but the
+    delegate's int8 convert and NHWC transpose in front of it went over all of them (1.2 ms in all)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.stride = tuple(conv.stride)
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)
+        self.conv.load_state_dict(conv.state_dict())
+        self.conv.train(conv.training)
+
+    def forward(self, x):
+        return self.conv(ops.subsample(x, self.stride))
+
+
+def subsample_block_residuals(model: nn.Module) -> int:
+    """In each fused BiDRN block, a strided 1 x 1 full-precision block-residual conv becomes
+    :class:`SubsampledPointwise`; returns how many. Networks without bidrn:: ops (Hand4Whole) keep their
+    convs: XNNPACK runs them whole, with no layout change in front."""
+    count = 0
+    for block in model.modules():
+        if not isinstance(block, FusedBlock) or not isinstance(block.block_residual, nn.Sequential):
+            continue
+        for i, conv in enumerate(block.block_residual):
+            if type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride != (1, 1) \
+                    and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1:
+                block.block_residual[i] = SubsampledPointwise(conv)
+                count += 1
+    return count
+
+
 def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
-                       space_to_depth: bool = False) -> tuple[nn.Module, ConversionStats]:
+                       space_to_depth: bool = False, image_at_a_time: bool = False) -> tuple[nn.Module, ConversionStats]:
     """An eval copy of the network with the body model attached (default layer if True) and binary layers
     converted; with ``space_to_depth`` (the int8 export) the stems run on the 2 x 2 pixel phases
-    (mobile_export/stems.py)."""
+    (mobile_export/stems.py); with ``image_at_a_time`` each encoder runs its batch one image at a time
+    (:class:`ImageAtATime`)."""
     model = copy.deepcopy(model).eval()
     if body_model is True and model.body_model is None:
         from bidrn.body import load_body_model
@@ -709,12 +865,19 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
         stats.space_to_depth_convs = space_to_depth_stems(model)
     if hasattr(model, "crop_op"):
         model.crop_op = ops.roi_align  # bidrn::roi_align: the crops without portable grid_sample
+    if hasattr(model, "resize_op"):
+        model.resize_op = ops.resize  # a whole-factor nearest downscale as bidrn::subsample
+    stats.subsampled_residuals = subsample_block_residuals(model)
+    if image_at_a_time:
+        for name in ENCODERS:
+            if isinstance(getattr(model, name, None), nn.Module):
+                setattr(model, name, ImageAtATime(getattr(model, name)))
     return model, stats
 
 
 def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = False, body_model: bool | nn.Module = True,
                reference: str | Path | None = None, calibration_images: int = 4,
-               model_name: str | None = None, log=lambda msg: None) -> ExportReport:
+               model_name: str | None = None, image_at_a_time: bool = False, log=lambda msg: None) -> ExportReport:
     """Export to ``out`` (.pte) and write ``out``.json; returns the report.
 
     reference: a full-precision .pte to compare bytes with; exported from :func:`full_precision_twin` if the
@@ -725,7 +888,7 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     net = load_model(model_or_name, model_name)
     cfg = net.cfg
     log(f"converting {cfg.name}")
-    model, stats = prepare_for_export(net, body_model, space_to_depth=int8)
+    model, stats = prepare_for_export(net, body_model, space_to_depth=int8, image_at_a_time=image_at_a_time)
     x = example_image(cfg)
     with torch.no_grad():
         eager = model(x)
@@ -761,7 +924,7 @@ def _reference_size(cfg, path: Path, body_model, log) -> dict:
 
 # ---------------------------------------------------------------- running
 
-_OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align")
+_OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align", "subsample")
 
 
 def check_ops_version(path: str | Path) -> None:

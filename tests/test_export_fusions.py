@@ -100,44 +100,49 @@ def test_a_bottleneck_runs_as_bidrn_ops_alone_bit_exact_in_executorch(tmp_path, 
 
 
 class Branched(torch.nn.Module):
-    """Three branches of 24 channels read from channel 8 of x; residual chunks from channel 4 of r."""
+    """k branches of C channels read from channel 8 of x; residual chunks from channel 4 of r."""
 
-    def __init__(self, packed):
+    def __init__(self, packed, channels):
         super().__init__()
-        self.packed = packed
+        self.packed, self.channels = packed, channels
 
     def forward(self, x, r, shortcut):
-        return self.packed(x, r, in_offset=8, residual_offset=4, residual_channels=24, clamp_residual=True,
-                           shortcut=shortcut)
+        return self.packed(x, r, in_offset=8, residual_offset=4, residual_channels=self.channels,
+                           clamp_residual=True, shortcut=shortcut)
 
 
-def test_branches_equal_the_chain_of_single_ops_on_every_kernel_path(tmp_path):
-    """FDR in one op (branches=3) is the eager chain out = b_0; out = out + b_i, then BN, then the shortcut."""
+# (C, k, H, W): AVX-512 sums up to 4 branches in registers (branch_tile: k = 2, 3, 4; one and two words per
+# pixel; strips with a partial last tile); 5 branches go through the kernels one branch at a time.
+@pytest.mark.parametrize("channels, k, h, w", [(24, 3, 7, 9), (64, 4, 13, 21), (128, 2, 9, 30), (70, 4, 5, 11),
+                                               (16, 5, 6, 7)])
+def test_branches_equal_the_chain_of_single_ops_on_every_kernel_path(tmp_path, channels, k, h, w):
+    """FDR in one op (branches=k) is the eager chain out = b_0; out = out + b_i, then BN, then the shortcut."""
     g = torch.Generator().manual_seed(3)
     singles = []
-    for _ in range(3):
-        conv = BinaryConv2d(24, 24, 1)
+    for _ in range(k):
+        conv = BinaryConv2d(channels, channels, 1)
         with torch.no_grad():
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
         singles.append(export.pack_layer("conv", conv))
         _random_rprelu_and_post(singles[-1], g)
     post = singles[-1].post
     fused = export.PackedBinaryLayer("conv", torch.cat([p.weight for p in singles]),
-                                     torch.cat([p.scale for p in singles]), torch.cat([p.bias for p in singles]), 24)
+                                     torch.cat([p.scale for p in singles]), torch.cat([p.bias for p in singles]),
+                                     channels)
     fused.register_buffer("rprelu", torch.cat([p.rprelu for p in singles], dim=1))
     fused.register_buffer("post", post)
-    fused.branches = 3
-    x = 2 * torch.randn(2, 8 + 72 + 5, 7, 9, generator=g)
-    r = 2 * torch.randn(2, 4 + 72, 7, 9, generator=g)
-    shortcut = torch.randn(2, 24, 7, 9, generator=g)
+    fused.branches = k
+    x = 2 * torch.randn(2, 8 + k * channels + 5, h, w, generator=g)
+    r = 2 * torch.randn(2, 4 + k * channels, h, w, generator=g)
+    shortcut = torch.randn(2, channels, h, w, generator=g)
     with torch.no_grad():
         out = None
         for i, p in enumerate(singles):
-            last = i == 2
+            last = i == k - 1
             p.register_buffer("post", post if last else None)
-            out = p(x, r, in_offset=8 + 24 * i, residual_offset=4 + 24 * i, residual_channels=24,
+            out = p(x, r, in_offset=8 + channels * i, residual_offset=4 + channels * i, residual_channels=channels,
                     clamp_residual=True, partial=out, shortcut=shortcut if last else None)
-        module = Branched(fused).eval()
+        module = Branched(fused, channels).eval()
         assert torch.equal(module(x, r, shortcut), out)
     path = tmp_path / "branches.pte"
     export.save_program(module, (x, r, shortcut), path)

@@ -51,13 +51,19 @@ def etdump_event_names(path, img: torch.Tensor) -> list[str]:
 def test_every_full_precision_conv_and_linear_runs_as_an_xnnpack_int8_op(int8_export):
     model, report = int8_export
     converted, _ = export.prepare_for_export(model, body_model=False)
-    layers = sum(type(m) in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear) for m in converted.modules())
+
+    def count(module):
+        return sum(type(m) in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear) for m in module.modules())
+
+    layers = count(converted)
     assert layers >= 32  # 3 stems, 11 block residuals, 7 head convs, BoxNet's deconv3 (4 phase convs), 10 linears
+    # An encoder run one image at a time (ImageAtATime, off by default) runs its layers once per image.
+    runs = layers + sum(count(m) for m in converted.modules() if isinstance(m, export.ImageAtATime))
     events = etdump_event_names(report.path, export.example_image(model.cfg))
     events = [e for e in events if e.startswith(XNNPACK_MAC_OPS)]
-    # One XNNPACK op per layer, each with int8 weights (QC8: per-channel) and activations (QS8; a 1 x 1 conv
-    # runs as Fully Connected); none left in float32 (before the fix: "Convolution (NHWC, F32) IGEMM").
-    assert len(events) == layers and all("QC8" in e for e in events), sorted(set(events))
+    # One XNNPACK op per layer and image, each with int8 weights (QC8: per-channel) and activations (QS8; a
+    # 1 x 1 conv runs as Fully Connected); none left in float32 (before the fix: "Convolution (NHWC, F32) IGEMM").
+    assert len(events) == runs and all("QC8" in e for e in events), sorted(set(events))
     assert {"binary_conv2d", "binary_conv_transpose2d", "binary_linear"} <= set(report.ops_outside_xnnpack)
     assert not [op for op in report.ops_outside_xnnpack if "quantize" in op]  # every q / dq inside XNNPACK
 

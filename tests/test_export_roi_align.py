@@ -20,6 +20,7 @@ class Crops(torch.nn.Module):
 
 @pytest.mark.parametrize("kw", [
     dict(output_size=(24, 20), sampling_ratio=1, mirror=True),  # the left-hand crop
+    dict(output_size=(12, 33), sampling_ratio=1),  # the export's grid: 4 rows of 8 lanes and a tail
     dict(output_size=(16, 16), sampling_ratio=2, spatial_scale=0.5),
     dict(output_size=(9, 13), sampling_ratio=3, aligned=True),
 ])

@@ -82,6 +82,8 @@ class WholeBodyNet(nn.Module):
 
     # The RoIAlign the crops use; the ExecuTorch exporter swaps in its bidrn::roi_align op (same semantics).
     crop_op = staticmethod(ops.roi_align)
+    # The body-input resize; the exporter swaps in mobile_export.ops.resize (the same pixels, faster there).
+    resize_op = staticmethod(F.interpolate)
 
     def _crop(self, img, box_body_px, size, mirror: bool = False):
         """Crop body-input-pixel boxes (B x 4) from the full image with RoIAlign -> B x 3 x size (mirrored
@@ -94,7 +96,7 @@ class WholeBodyNet(nn.Module):
     def forward(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         self.check_input(img)
         cfg, b = self.cfg, img.shape[0]
-        body_img = F.interpolate(img, size=cfg.body_input, mode=cfg.body_resize)
+        body_img = self.resize_op(img, size=cfg.body_input, mode=cfg.body_resize)
         body_feat = self.body_backbone(body_img)
         body_hm, body_joint_img = self.body_position_net(body_feat)
 

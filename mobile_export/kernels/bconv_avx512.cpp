@@ -180,6 +180,31 @@ Micro micro_for(int mb, int nb) {
   }
 }
 
+// Per tile of the strip [b0, b1): its pairs' mask ids, border flags, live lanes and pooled-residual sources.
+void build_fused(const TileJob& j, const Strip& strip, int64_t b0, int64_t b1, FusedTile* fused) {
+  for (int i = 0; i < strip.tiles; ++i) {
+    const int mb = int((i + 1) * kTileBlocks <= b1 - b0 ? kTileBlocks : b1 - b0 - i * kTileBlocks);
+    for (int m = 0; m < mb; m += 2) {
+      const int64_t first = strip.tile[i].p0 + m * kLanes;
+      const int64_t live = j.pixels - first < 2 * kLanes ? j.pixels - first : 2 * kLanes;
+      const __mmask16 lanes = static_cast<__mmask16>((1u << live) - 1);
+      fused[i].ids[m / 2] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, j.mask_id + first));
+      fused[i].border[m / 2] = _mm512_test_epi32_mask(fused[i].ids[m / 2], fused[i].ids[m / 2]) != 0;
+      fused[i].live[m / 2] = lanes;
+      if (j.ep.residual_pool == 2) {
+        alignas(64) int32_t src[16] = {};
+        for (int64_t l = 0; l < live; ++l) {
+          const int64_t p = first + l, oy = p / j.out_w, ox = p - oy * j.out_w;
+          src[l] = static_cast<int32_t>(2 * oy * j.ep.residual_w + 2 * ox);
+        }
+        fused[i].pool_src[m / 2] = _mm512_load_si512(src);
+        const bool one_row = first % j.out_w + live <= j.out_w;
+        fused[i].pool_row[m / 2] = one_row ? src[0] : -1;
+      }
+    }
+  }
+}
+
 void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
   const Strip strip(j, b0, b1);
   alignas(64) int32_t r[kNB * kTilePixels];
@@ -187,29 +212,7 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
   // rows fit one two-register permute (<= 16 distinct padding masks, 9 for a 3x3 conv).
   const bool use_fused = j.output == Output::kFloat && !j.dest && j.corr_stride == 16;
   FusedTile fused[kMaxStripTiles];
-  if (use_fused) {
-    for (int i = 0; i < strip.tiles; ++i) {
-      const int mb = int((i + 1) * kTileBlocks <= b1 - b0 ? kTileBlocks : b1 - b0 - i * kTileBlocks);
-      for (int m = 0; m < mb; m += 2) {
-        const int64_t first = strip.tile[i].p0 + m * kLanes;
-        const int64_t live = j.pixels - first < 2 * kLanes ? j.pixels - first : 2 * kLanes;
-        const __mmask16 lanes = static_cast<__mmask16>((1u << live) - 1);
-        fused[i].ids[m / 2] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, j.mask_id + first));
-        fused[i].border[m / 2] = _mm512_test_epi32_mask(fused[i].ids[m / 2], fused[i].ids[m / 2]) != 0;
-        fused[i].live[m / 2] = lanes;
-        if (j.ep.residual_pool == 2) {
-          alignas(64) int32_t src[16] = {};
-          for (int64_t l = 0; l < live; ++l) {
-            const int64_t p = first + l, oy = p / j.out_w, ox = p - oy * j.out_w;
-            src[l] = static_cast<int32_t>(2 * oy * j.ep.residual_w + 2 * ox);
-          }
-          fused[i].pool_src[m / 2] = _mm512_load_si512(src);
-          const bool one_row = first % j.out_w + live <= j.out_w;
-          fused[i].pool_row[m / 2] = one_row ? src[0] : -1;
-        }
-      }
-    }
-  }
+  if (use_fused) build_fused(j, strip, b0, b1, fused);
   if (use_fused) {
     int64_t p0[kMaxStripTiles];
     for (int i = 0; i < strip.tiles; ++i) p0[i] = strip.tile[i].p0;
@@ -241,6 +244,127 @@ void avx512_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o
       micro_for(mb, nb)(j, o, j.a + tb0 * j.k_words * kLanes, r);
       finish_tile(j, strip.tile[i], o, nb, r);
     }
+  }
+}
+
+// FDR's K branches (eq. 10) at once, one output channel at a time (Kernels::branch_tile): per tile, the K
+// branches' MB accumulators each (K x MB zmm), then per pair of blocks b_i = RPReLU_i(scale_i acc_i + bias_i)
+// + Hardtanh(residual chunk i), summed as out = b_0, then out + b_i in the branch order, then the last
+// branch's post affine and shortcut, and one store. Against K passes of channel_run, which wrote each partial
+// sum out and read it back (and read the residual of every pass through L2), it keeps the sum in registers.
+// An unpadded 1 x 1 conv: no padding correction.
+template <int K, int MB>
+__attribute__((noinline)) void branch_run(const TileJob* jobs, const FusedTile* fused, const int64_t* p0,
+                                          int tiles, int64_t block0, int64_t o, int64_t rc) {
+  const TileJob& last = jobs[K - 1];
+  const int64_t a_stride = last.k_words * kLanes, k_words = last.k_words, plane = last.out_plane;
+  const int64_t O = last.out_channels;
+  const __m512i k_bits = _mm512_set1_epi32(last.k_bits);
+  const bool rprelu = last.ep.rprelu != nullptr, post = last.ep.post != nullptr;
+  const __m512 lo = _mm512_set1_ps(last.ep.clamp_residual ? -1.0f : -INFINITY);
+  const __m512 hi = _mm512_set1_ps(last.ep.clamp_residual ? 1.0f : INFINITY);
+  // Each branch's constants, read once per channel (the stores below could alias the job's arrays, so the
+  // compiler would otherwise read them again after every store).
+  const uint64_t* w[K];
+  const uint64_t* a[K];
+  const float* res[K];
+  __m512 scale[K], bias[K], beta[K], gamma[K], zeta[K];
+  for (int b = 0; b < K; ++b) {
+    const TileJob& j = jobs[b];
+    w[b] = j.w + o * j.ldw;
+    a[b] = j.a + block0 * a_stride;
+    res[b] = j.residual ? j.residual + rc * j.res_plane : nullptr;
+    scale[b] = _mm512_set1_ps(j.ep.scale[o]), bias[b] = _mm512_set1_ps(j.ep.bias[o]);
+    beta[b] = _mm512_set1_ps(rprelu ? j.ep.rprelu[o] : 0.0f);
+    gamma[b] = _mm512_set1_ps(rprelu ? j.ep.rprelu[O + o] : 0.0f);
+    zeta[b] = _mm512_set1_ps(rprelu ? j.ep.rprelu[2 * O + o] : 0.0f);
+  }
+  const __m512 post_scale = _mm512_set1_ps(post ? last.ep.post[o] : 1.0f);
+  const __m512 post_bias = _mm512_set1_ps(post ? last.ep.post[O + o] : 0.0f);
+  const float* shortcut = last.shortcut ? last.shortcut + o * plane : nullptr;
+  float* out = static_cast<float*>(last.out) + o * plane;
+  for (int i = 0; i < tiles; ++i) {
+    const FusedTile& t = fused[i];
+    const int64_t ahead = p0[i] + kPrefetchAhead;
+    if (shortcut) _mm_prefetch(reinterpret_cast<const char*>(shortcut + ahead), _MM_HINT_T0);
+    if (shortcut) _mm_prefetch(reinterpret_cast<const char*>(shortcut + ahead + 16), _MM_HINT_T0);
+    // K x MB accumulators in registers: the word loop outside, branches and blocks unrolled inside (with
+    // the branch loop outside, GCC kept the accumulators on the stack).
+    __m512i acc[K][MB];
+#pragma GCC unroll 4
+    for (int b = 0; b < K; ++b)
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m) acc[b][m] = _mm512_setzero_si512();
+    const int64_t tile_offset = int64_t(i) * kTileBlocks * a_stride;
+    for (int64_t k = 0; k < k_words; ++k) {
+#pragma GCC unroll 4
+      for (int b = 0; b < K; ++b) {
+        const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[b][k]));
+        const uint64_t* ab = a[b] + tile_offset + k * kLanes;
+#pragma GCC unroll 4
+        for (int m = 0; m < MB; ++m) {
+          const __m512i av = _mm512_loadu_si512(ab + m * a_stride);
+          acc[b][m] = _mm512_add_epi64(acc[b][m], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv)));
+        }
+      }
+    }
+#pragma GCC unroll 2
+    for (int m = 0; m < MB; m += 2) {
+      const int pair = m / 2;
+      const int64_t at = p0[i] + m * kLanes;
+      const __mmask16 live = t.live[pair];
+      __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 4
+      for (int b = 0; b < K; ++b) {
+        const __m512i r = narrow_pair(acc[b][m], m + 1 < MB ? acc[b][m + 1] : _mm512_setzero_si512());
+        const __m512i v = _mm512_sub_epi32(k_bits, _mm512_add_epi32(r, r));
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), scale[b]), bias[b]);
+        if (rprelu) {
+          const __m512 s = _mm512_sub_ps(y, gamma[b]);
+          const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
+          y = _mm512_add_ps(_mm512_mask_blend_ps(positive, _mm512_mul_ps(beta[b], s), s), zeta[b]);
+        }
+        if (res[b]) y = _mm512_add_ps(y, _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_maskz_loadu_ps(live, res[b] + at))));
+        sum = b == 0 ? y : _mm512_add_ps(sum, y);  // out = b_0, then out = out + b_i (the eager order)
+      }
+      if (post) sum = _mm512_add_ps(_mm512_mul_ps(sum, post_scale), post_bias);
+      if (shortcut) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(live, shortcut + at));
+      _mm512_mask_storeu_ps(out + at, live, sum);
+    }
+  }
+}
+
+template <int K>
+void branch_channels(const TileJob* jobs, const FusedTile* fused, const int64_t* p0, int whole, int last,
+                     int64_t last_blocks, int64_t b0, int64_t last_block0, int64_t o0, int64_t o1) {
+  const int64_t R = jobs[0].ep.residual_channels;
+  int64_t rc = jobs[0].residual ? o0 % R : 0;
+  for (int64_t o = o0; o < o1; ++o, rc = jobs[0].residual && rc + 1 == R ? 0 : rc + 1) {
+    if (whole) branch_run<K, kTileBlocks>(jobs, fused, p0, whole, b0, o, rc);
+    if (whole == last) {
+      switch (last_blocks) {
+        case 1: branch_run<K, 1>(jobs, fused + last, p0 + last, 1, last_block0, o, rc); break;
+        case 2: branch_run<K, 2>(jobs, fused + last, p0 + last, 1, last_block0, o, rc); break;
+        default: branch_run<K, 3>(jobs, fused + last, p0 + last, 1, last_block0, o, rc);
+      }
+    }
+  }
+}
+
+void avx512_branch_tile(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
+  const TileJob& j = jobs[0];
+  const Strip strip(j, b0, b1);
+  FusedTile fused[kMaxStripTiles];
+  build_fused(j, strip, b0, b1, fused);
+  int64_t p0[kMaxStripTiles];
+  for (int i = 0; i < strip.tiles; ++i) p0[i] = strip.tile[i].p0;
+  const int last = strip.tiles - 1;
+  const int64_t last_block0 = strip.first_block(last, b0), last_blocks = b1 - last_block0;
+  const int whole = last_blocks == kTileBlocks ? strip.tiles : last;
+  switch (k) {
+    case 2: branch_channels<2>(jobs, fused, p0, whole, last, last_blocks, b0, last_block0, o0, o1); break;
+    case 3: branch_channels<3>(jobs, fused, p0, whole, last, last_blocks, b0, last_block0, o0, o1); break;
+    default: branch_channels<4>(jobs, fused, p0, whole, last, last_blocks, b0, last_block0, o0, o1);
   }
 }
 
@@ -296,6 +420,6 @@ int64_t avx512_popcount(const uint64_t* words, int64_t n) {
 
 }  // namespace
 
-const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount};
+const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount, avx512_branch_tile};
 
 }  // namespace bidrn

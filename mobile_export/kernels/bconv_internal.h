@@ -49,7 +49,14 @@ struct Kernels {
   void (*pack)(const float* x, int64_t channels, int64_t plane, int64_t p0, int64_t p1, uint64_t* out);
   // popcount of n words (used for the per-tap weight sums of the padding correction).
   int64_t (*popcount)(const uint64_t* words, int64_t n);
+  // Optional (null: the driver runs the branches one by one through `tile`): FDR's k <= kMaxFusedBranches
+  // branches of an unpadded 1 x 1 conv with float output, all at once: for each output channel the k
+  // branches' sums are formed in registers and added in the branch order (out = b_0, then out + b_i), then
+  // the last job's post affine and shortcut. jobs[i] is branch i's job; strip and channels as `tile`.
+  void (*branch_tile)(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) = nullptr;
 };
+
+constexpr int kMaxFusedBranches = 4;
 
 const Kernels& kernels_for(Path p);
 extern const Kernels kScalarKernels;

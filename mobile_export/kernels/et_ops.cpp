@@ -261,6 +261,30 @@ Tensor& pack_signs_out(KernelRuntimeContext& ctx, const Tensor& x, Tensor& out) 
   return out;
 }
 
+// Every stride-th pixel of each plane: the input of a block residual's 1 x 1 strided conv, taken before the
+// XNNPACK delegate so that its int8 convert and NHWC transpose go over a quarter of the pixels (export.py,
+// SubsampledPointwise). Only the rows read are touched.
+Tensor& subsample_out(KernelRuntimeContext& ctx, const Tensor& x, ArrayRef<int64_t> stride, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float && x.dim() == 4 && stride.size() == 2 &&
+                               stride[0] >= 1 && stride[1] >= 1, InvalidArgument, out,
+                      "x must be float32 N x C x H x W and stride two values >= 1");
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), sh = stride[0], sw = stride[1];
+  const int64_t oh = (h + sh - 1) / sh, ow = (w + sw - 1) / sw;
+  ET_KERNEL_CHECK_MSG(ctx, resize(out, {n, c, oh, ow}) && out.scalar_type() == ScalarType::Float, InvalidArgument,
+                      out, "out must be float32 N x C x ceil(H / stride) x ceil(W / stride)");
+  executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), "bidrn::subsample");
+  const float* src = x.const_data_ptr<float>();
+  float* dst = out.mutable_data_ptr<float>();
+  for (int64_t p = 0; p < n * c; ++p) {
+    const float* plane = src + p * h * w;
+    for (int64_t i = 0; i < oh; ++i, dst += ow) {
+      const float* row = plane + i * sh * w;
+      for (int64_t j = 0; j < ow; ++j) dst[j] = row[j * sw];
+    }
+  }
+  return out;
+}
+
 }  // namespace
 }  // namespace bidrn
 
@@ -271,3 +295,4 @@ EXECUTORCH_LIBRARY(bidrn, "binary_conv2d.out", bidrn::binary_conv2d_out);
 EXECUTORCH_LIBRARY(bidrn, "binary_conv_transpose2d.out", bidrn::binary_conv_transpose2d_out);
 EXECUTORCH_LIBRARY(bidrn, "binary_linear.out", bidrn::binary_linear_out);
 EXECUTORCH_LIBRARY(bidrn, "pack_signs.out", bidrn::pack_signs_out);
+EXECUTORCH_LIBRARY(bidrn, "subsample.out", bidrn::subsample_out);
