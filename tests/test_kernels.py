@@ -233,3 +233,18 @@ def test_profile_names_each_binary_op_by_its_geometry_and_accounts_for_the_execu
         assert name in events and events[name]["count"] == 1 and events[name]["kind"] == "bidrn", sorted(events)
     assert 0 < sum(r["ms"] for r in result["events"]) <= result["execute_ms"] * 1.001
     assert "bidrn::binary_linear 1x1/1 9->5 1x1" in bench_model.format_profile(result, top=10)
+
+
+def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
+    """The same program on both sides: every ratio is 1 up to timing noise (a tiny program: 20 % either way)."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from mobile_export import bench_model
+
+    model, x = LayerChain().eval(), torch.randn(1, 13, 11, 9)
+    pte = tmp_path / "chain.pte"
+    pte.write_bytes(to_edge_transform_and_lower(torch.export.export(model, (x,))).to_executorch().buffer)
+    a, b = bench_model.run([pte, pte], runs=9, warmup=1, log=lambda msg: None)
+    assert len(a["times_ms"]) == len(b["times_ms"]) == 9 and a["bytes_ratio_vs"] == 1.0
+    assert 0.8 < a["paired_speedup_vs"] < 1.25 and 0.8 < a["speedup_vs"] < 1.25
+    assert "median of the rounds' ratios" in bench_model.format_table([a, b])
