@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bidrn.models import ops as model_ops
-from mobile_export import export, ops
+from mobile_export import export, kernel_library, ops
 
 
 class Crops(torch.nn.Module):
@@ -33,12 +33,14 @@ def test_the_kernel_matches_the_reference_crop(tmp_path, kw):
     path = tmp_path / "crop.pte"
     assert export.save_program(module, (features, boxes), path) == {"roi_align": 1}
     method, _ = export.load_program(path)
-    got = method.execute([features, boxes])[0]
     want = model_ops.roi_align(features, boxes, kw["output_size"], kw.get("spatial_scale", 1.0),
                                kw["sampling_ratio"], kw.get("aligned", False), kw.get("mirror", False))
-    # The reference goes through grid_sample's normalised coordinates (x / (W - 1) * 2 - 1 and back), which
-    # moves a sample by up to 1e-5 px; the kernel uses pixel coordinates. Values are O(1) with O(1) gradients.
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    for kernel_path in kernel_library.supported_paths():  # AVX2 gathers on the x86 paths, else the plain loop
+        with kernel_library.using_path(kernel_path):
+            got = method.execute([features, boxes])[0]
+        # The reference goes through grid_sample's normalised coordinates (x / (W - 1) * 2 - 1 and back), which
+        # moves a sample by up to 1e-5 px; the kernel uses pixel coordinates. Values are O(1), O(1) gradients.
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
 def test_boxes_with_a_batch_index_fall_back_to_the_reference():

@@ -18,6 +18,8 @@
 #include <cmath>
 #include <vector>
 
+#include "bconv.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -93,10 +95,12 @@ __attribute__((target("avx2"))) void sample_row_avx2(const float* r0, const floa
 }
 #endif
 
+// The AVX2 form where the binary kernels' active path is AVX2 or AVX-512 (so BIDRN_KERNEL_PATH=scalar, or
+// kernel_library.using_path("scalar"), runs and tests the plain loop too).
 RowSampler row_sampler() {
 #if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return sample_row_avx2;
+  const Path p = active_path();
+  if (p == Path::kAvx512 || p == Path::kAvx2) return sample_row_avx2;
 #endif
   return sample_row;
 }
