@@ -153,7 +153,8 @@ def test_branches_equal_the_chain_of_single_ops_on_every_kernel_path(tmp_path, c
 
 
 @pytest.mark.parametrize("block, h, w", [("DScR", 12, 18), ("DSaR", 12, 18),
-                                         ("DScR", 6, 64)])  # output rows of 32: AVX-512's contiguous window path
+                                         ("DScR", 6, 64),  # output rows of 32: the contiguous window paths
+                                         ("DScR", 4, 26)])  # rows of 13: AVX2 window path, last block partial
 def test_downsampling_lcr_pools_its_residual_in_the_op_bit_exact_on_every_kernel_path(tmp_path, block, h, w):
     """DScR (eq. 8) / DSaR: BN(RPReLU(bconv_s2(a_f)) + AvgPool(a_f)) with a_f = Hardtanh(x), the clamp and the
     2 x 2 pool of the residual inside the op (``residual_pool=2``): no Hardtanh, pool or layout change runs."""
