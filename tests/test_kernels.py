@@ -158,6 +158,24 @@ def test_kernel_path_is_bit_exact_against_the_reference_on_random_shapes(path):
             assert torch.equal(got, want), f"{path} case {case} {problem[0]} from packed input"
 
 
+def test_native_selftest_is_bit_exact_on_every_path_this_cpu_supports(tmp_path):
+    """selftest.cpp built for this machine: the naive convolution and the fused epilogue (residual, pooled
+    residual, partial sum, post affine, shortcut, FDR's branches) written out in float, on random shapes."""
+    import shutil
+    import subprocess
+
+    from test_kernels_neon import build_selftest
+
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not on PATH")
+    binary = build_selftest(tmp_path / "native")
+    done = subprocess.run([binary, "--expect-path", kernel_library.active_path(), "--cases", "200"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout
+    for path in kernel_library.supported_paths():
+        assert f"{path}: bit-exact" in done.stdout
+
+
 def test_dispatch_picks_the_best_path_the_cpu_supports():
     supported = kernel_library.supported_paths()
     assert supported[-1] == "scalar"

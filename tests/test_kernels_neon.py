@@ -2,7 +2,8 @@
 
 The self-test binary (mobile_export/kernels/selftest.cpp) checks every path the emulated CPU supports
 against a naive convolution, bit for bit, on random shapes with odd channel counts, borders, strides and
-transposed convs, and reports which path run-time dispatch picked:
+transposed convs, and the fused epilogue (residual, pooled residual, partial sum, post affine, shortcut,
+FDR's branches) against the same steps written out in float, and reports which path dispatch picked:
   -cpu max         has dotprod: dispatch must pick neon_dotprod, and neon and scalar are checked too
   -cpu cortex-a53  ARMv8.0 without dotprod: dispatch must fall back to plain neon
 Needs: apt-get install --no-install-recommends g++-aarch64-linux-gnu qemu-user (and cmake).
@@ -24,16 +25,21 @@ pytestmark = pytest.mark.skipif(
                           "apt-get install --no-install-recommends g++-aarch64-linux-gnu qemu-user cmake")
 
 
-@pytest.fixture(scope="module")
-def selftest(tmp_path_factory) -> str:
-    build = tmp_path_factory.mktemp("aarch64")
-    configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build), "-DCMAKE_SYSTEM_NAME=Linux",
-                 "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={CROSS_CXX}",
-                 "-DBIDRN_SELFTEST_STATIC=ON"]  # static: qemu-user then needs no aarch64 sysroot
+def build_selftest(build, *cmake_args: str) -> str:
+    """Configures and builds the stand-alone self-test into `build`; returns the binary's path."""
+    configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build), *cmake_args]
     for cmd in (configure, ["cmake", "--build", str(build), "--target", "bidrn_selftest", "--parallel", "2"]):
         done = subprocess.run(cmd, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return str(build / "bidrn_selftest")
+
+
+@pytest.fixture(scope="module")
+def selftest(tmp_path_factory) -> str:
+    # static: qemu-user then needs no aarch64 sysroot
+    return build_selftest(tmp_path_factory.mktemp("aarch64"), "-DCMAKE_SYSTEM_NAME=Linux",
+                          "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={CROSS_CXX}",
+                          "-DBIDRN_SELFTEST_STATIC=ON")
 
 
 def run_under_qemu(binary: str, cpu: str, expect: str, cases: int) -> str:

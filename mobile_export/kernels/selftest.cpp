@@ -1,6 +1,8 @@
 // Stand-alone check of every kernel path against a naive convolution written straight from the
 // definition (sign(0) = +1, zero padding contributes 0), on random shapes with odd channel counts,
-// borders, strides and transposed convs. No ExecuTorch: it is what runs under qemu-aarch64.
+// borders, strides and transposed convs; and of the fused epilogue (residual, 2 x 2-pooled residual,
+// partial sum, post affine, shortcut; FDR's branches in one call) against the same steps written out in
+// float, in the documented order. No ExecuTorch: it is what runs under qemu-aarch64.
 //   bidrn_selftest [--expect-path NAME] [--cases N]
 // Prints the dispatched path and one line per path; exits 1 on any mismatch or unexpected dispatch.
 #include <cmath>
@@ -128,9 +130,10 @@ Case random_case(std::mt19937& rng, int index) {
   return c;
 }
 
-float epilogue(const Case& c, int64_t o, int32_t acc) {
+float epilogue(const Case& c, int64_t o, int32_t acc, bool rprelu = true) {
   const int64_t O = c.s.out_channels;
   const float y = static_cast<float>(acc) * c.scale[size_t(o)] + c.bias[size_t(o)];
+  if (!rprelu) return y;
   const float sh = y - c.rprelu[size_t(O + o)];
   return (sh > 0.0f ? sh : c.rprelu[size_t(o)] * sh) + c.rprelu[size_t(2 * O + o)];
 }
@@ -167,6 +170,150 @@ std::string check(const Case& c, const std::vector<int32_t>& want) {
   return "";
 }
 
+
+bool same_float(float a, float b) { return (std::isnan(a) && std::isnan(b)) || std::memcmp(&a, &b, sizeof a) == 0; }
+
+std::vector<float> random_floats(std::mt19937& rng, size_t n) {
+  std::normal_distribution<float> normal;
+  std::uniform_int_distribution<int> r100(0, 99);
+  std::vector<float> v(n);
+  for (float& f : v) {
+    const int r = r100(rng);
+    f = r == 0 ? 0.0f : r == 1 ? -0.0f : r == 2 ? NAN : 2.0f * normal(rng);  // |f| > 1 often: the clamp matters
+  }
+  return v;
+}
+
+float hardtanh(float r, bool clamp) { return clamp ? (r < -1.0f ? -1.0f : r > 1.0f ? 1.0f : r) : r; }
+
+// One plain conv case with a random subset of RPReLU, residual (clamped or not, or 2 x 2-pooled at stride 2),
+// partial sum, post affine and shortcut, checked against
+//   y = RPReLU(scale acc + bias); y = y + r; y = partial + y; y = y * ps + pb; y = y + shortcut.
+std::string check_fused(const Case& c, const std::vector<int32_t>& want, std::mt19937& rng) {
+  const ConvShape& s = c.s;
+  const int64_t plane = s.out_h * s.out_w, O = s.out_channels;
+  auto coin = [&]() { return std::uniform_int_distribution<int>(0, 1)(rng) == 1; };
+  const bool rprelu = coin();
+  bidrn::Epilogue ep{c.scale.data(), c.bias.data(), rprelu ? c.rprelu.data() : nullptr};
+  const bool pooled = s.stride_h == 2 && s.stride_w == 2 && coin();
+  const int64_t pool = pooled ? 2 : 1;
+  const int64_t R = std::uniform_int_distribution<int64_t>(1, O)(rng);
+  const bool with_residual = pooled || coin(), with_partial = coin(), with_post = coin(), with_shortcut = coin();
+  const int64_t res_w = pool * s.out_w, res_plane = pool * pool * plane;
+  const std::vector<float> residual = random_floats(rng, size_t(s.batch * R * res_plane));
+  const std::vector<float> partial = random_floats(rng, size_t(s.batch * O * plane));
+  const std::vector<float> shortcut = random_floats(rng, size_t(s.batch * O * plane));
+  std::vector<float> post(size_t(2 * O));
+  for (float& v : post) v = std::normal_distribution<float>(0.5f, 0.5f)(rng);
+  if (with_residual) {
+    ep.residual = residual.data(), ep.residual_channels = R, ep.clamp_residual = coin();
+    ep.residual_pool = pool, ep.residual_w = res_w;
+  }
+  if (with_partial) ep.partial = partial.data();
+  if (with_post) ep.post = post.data();
+  if (with_shortcut) ep.shortcut = shortcut.data();
+  std::vector<float> y(want.size());
+  bidrn::binary_conv(s, ep, {c.x.data(), nullptr, c.w_packed.data(), y.data(), bidrn::Output::kFloat}, serial_for);
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t p = 0; p < plane; ++p) {
+        const size_t i = size_t((n * O + o) * plane + p);
+        float e = epilogue(c, o, want[i], rprelu);
+        if (with_residual) {
+          const float* r = residual.data() + (n * R + o % R) * res_plane;
+          if (pooled) {
+            const int64_t oy = p / s.out_w, ox = p % s.out_w;
+            const float* t = r + 2 * oy * res_w + 2 * ox;
+            const bool cl = ep.clamp_residual;
+            e = e + (((hardtanh(t[0], cl) + hardtanh(t[1], cl)) + hardtanh(t[res_w], cl)) + hardtanh(t[res_w + 1], cl)) / 4.0f;
+          } else {
+            e = e + hardtanh(r[p], ep.clamp_residual);
+          }
+        }
+        if (with_partial) e = partial[i] + e;
+        if (with_post) e = e * post[size_t(o)] + post[size_t(O + o)];
+        if (with_shortcut) e = e + shortcut[i];
+        if (!same_float(e, y[i])) {
+          static char msg[160];
+          std::snprintf(msg, sizeof msg, "fused float output differs (rprelu %d residual %d pooled %d clamp %d partial %d post %d shortcut %d)",
+                        rprelu, with_residual, pooled, ep.clamp_residual, with_partial, with_post, with_shortcut);
+          return msg;
+        }
+      }
+  return "";
+}
+
+// FDR (eq. 10) in one call: k branches of 1 x 1 C -> O convs, branch i reading input channels [iC, (i+1)C)
+// and adding Hardtanh(residual chunk i); out = b_0, then out = out + b_i, then post affine and shortcut.
+struct BranchCase {
+  ConvShape s;  // one branch's shape
+  int64_t k = 2;
+  std::vector<float> x, residual, shortcut, scale, bias, rprelu, post;
+  std::vector<uint8_t> w_neg;     // k x O x C
+  std::vector<uint64_t> w_packed;  // k x O rows of words_for(C)
+};
+
+BranchCase random_branch_case(std::mt19937& rng, int index) {
+  auto pick = [&](int lo, int hi) { return int64_t(std::uniform_int_distribution<int>(lo, hi)(rng)); };
+  BranchCase b;
+  const int64_t channel_choices[] = {3, 16, 31, 64, 65, 128, 130, 256};
+  b.k = pick(2, 5);
+  b.s.batch = pick(1, 2);
+  b.s.in_channels = channel_choices[pick(0, 7)];
+  b.s.out_channels = index % 2 ? b.s.in_channels : pick(1, 70);
+  b.s.in_h = b.s.out_h = pick(1, index % 3 == 0 ? 40 : 9);
+  b.s.in_w = b.s.out_w = pick(1, index % 3 == 0 ? 50 : 13);
+  const int64_t C = b.s.in_channels, O = b.s.out_channels, plane = b.s.in_h * b.s.in_w, cw = bidrn::words_for(C);
+  b.x = random_floats(rng, size_t(b.s.batch * b.k * C * plane));
+  b.residual = random_floats(rng, size_t(b.s.batch * b.k * O * plane));
+  b.shortcut = random_floats(rng, size_t(b.s.batch * O * plane));
+  std::normal_distribution<float> normal;
+  for (int64_t i = 0; i < b.k * O; ++i) b.scale.push_back(0.01f + std::fabs(normal(rng))), b.bias.push_back(normal(rng));
+  for (int64_t i = 0; i < 3 * b.k * O; ++i) b.rprelu.push_back(normal(rng) * 0.5f);
+  for (int64_t i = 0; i < 2 * O; ++i) b.post.push_back(0.5f + 0.5f * normal(rng));
+  b.w_neg.resize(size_t(b.k * O * C));
+  for (uint8_t& v : b.w_neg) v = uint8_t(pick(0, 1));
+  b.w_packed.assign(size_t(b.k * O * cw), 0);
+  for (int64_t row = 0; row < b.k * O; ++row)
+    for (int64_t ch = 0; ch < C; ++ch)
+      if (b.w_neg[size_t(row * C + ch)]) b.w_packed[size_t(row * cw + ch / 64)] |= uint64_t(1) << (ch % 64);
+  return b;
+}
+
+std::string check_branches(const BranchCase& b, bool clamp) {
+  const ConvShape& s = b.s;
+  const int64_t C = s.in_channels, O = s.out_channels, plane = s.out_h * s.out_w, k = b.k;
+  bidrn::Epilogue ep{b.scale.data(), b.bias.data(), b.rprelu.data()};
+  ep.residual = b.residual.data(), ep.residual_channels = O, ep.clamp_residual = clamp;
+  ep.post = b.post.data(), ep.shortcut = b.shortcut.data();
+  bidrn::ConvArgs args{b.x.data(), nullptr, b.w_packed.data(), nullptr, bidrn::Output::kFloat};
+  std::vector<float> y(size_t(s.batch * O * plane));
+  args.out = y.data(), args.branches = k;
+  bidrn::binary_conv(s, ep, args, serial_for);
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t p = 0; p < plane; ++p) {
+        float out = 0.0f;
+        for (int64_t i = 0; i < k; ++i) {
+          int32_t acc = 0;
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const bool xn = negative(b.x[size_t(((n * k + i) * C + ch) * plane + p)]);
+            acc += xn == bool(b.w_neg[size_t((i * O + o) * C + ch)]) ? 1 : -1;
+          }
+          const int64_t row = i * O + o;
+          const float y0 = static_cast<float>(acc) * b.scale[size_t(row)] + b.bias[size_t(row)];
+          const float sh = y0 - b.rprelu[size_t(k * O + row)];
+          float bi = (sh > 0.0f ? sh : b.rprelu[size_t(row)] * sh) + b.rprelu[size_t(2 * k * O + row)];
+          bi = bi + hardtanh(b.residual[size_t(((n * k + i) * O + o) * plane + p)], clamp);
+          out = i == 0 ? bi : out + bi;
+        }
+        out = out * b.post[size_t(o)] + b.post[size_t(O + o)];
+        out = out + b.shortcut[size_t((n * O + o) * plane + p)];
+        if (!same_float(out, y[size_t((n * O + o) * plane + p)])) return "branch output differs";
+      }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -192,6 +339,8 @@ int main(int argc, char** argv) {
     all.push_back(c);
     wants.push_back(naive(all.back()));
   }
+  std::vector<BranchCase> branch_cases;
+  for (int i = 0; i < cases / 4 + 1; ++i) branch_cases.push_back(random_branch_case(rng, i));
   for (bidrn::Path p : {bidrn::Path::kAvx512, bidrn::Path::kAvx2, bidrn::Path::kNeonDot, bidrn::Path::kNeon,
                         bidrn::Path::kScalar}) {
     if (!bidrn::set_active_path(p)) continue;
@@ -207,7 +356,26 @@ int main(int argc, char** argv) {
                     (long long)s.stride_w, (long long)s.pad_h, (long long)s.pad_w, s.transposed ? " transposed" : "");
       }
     }
-    std::printf("%s: %s (%d of %zu cases differ)\n", bidrn::path_name(p), bad ? "FAIL" : "bit-exact", bad, all.size());
+    std::mt19937 fused_rng(7);  // the same fused inputs on every path
+    int fused_bad = 0, branch_bad = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (all[i].s.transposed) continue;
+      const std::string err = check_fused(all[i], wants[i], fused_rng);
+      if (!err.empty() && fused_bad++ < 3) std::printf("  %s case %zu: %s\n", bidrn::path_name(p), i, err.c_str());
+    }
+    for (size_t i = 0; i < branch_cases.size(); ++i) {
+      const std::string err = check_branches(branch_cases[i], i % 2 == 0);
+      if (!err.empty() && branch_bad++ < 3) std::printf("  %s branch case %zu (k %lld, C %lld -> O %lld, %lldx%lld): %s\n",
+                                                        bidrn::path_name(p), i, (long long)branch_cases[i].k,
+                                                        (long long)branch_cases[i].s.in_channels,
+                                                        (long long)branch_cases[i].s.out_channels,
+                                                        (long long)branch_cases[i].s.out_h,
+                                                        (long long)branch_cases[i].s.out_w, err.c_str());
+    }
+    bad += fused_bad + branch_bad;
+    std::printf("%s: %s (%d of %zu cases differ, fused epilogue %d, branches %d of %zu)\n", bidrn::path_name(p),
+                bad ? "FAIL" : "bit-exact", bad - fused_bad - branch_bad, all.size(), fused_bad, branch_bad,
+                branch_cases.size());
     failures += bad;
   }
   return failures ? 1 : 0;
