@@ -430,7 +430,7 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
   // fit L2 next to each other; at least one tile, at most the kernels' maximum.
   // (With the kernels' branch_tile all k chunks are packed first and read back together as residuals; sizing
   // the strip to the k C channels instead, 4x shorter strips, measured 10-30 % slower than this.)
-  const bool together = kern.branch_tile != nullptr && k <= kMaxFusedBranches && cw <= kMaxFusedWords;
+  const bool together = kern.branch_tile != nullptr && k <= kMaxFusedBranches;
   const int64_t fit = (256 * 1024) / (std::max(O, C) * kTilePixels * int64_t(sizeof(float)));
   // (and at least two strips where there are two tiles, so that two threads share the work).
   const int64_t per_strip = std::max<int64_t>(1, std::min<int64_t>({fit, strip_tiles(cw), kMaxStripTiles, (tiles + 1) / 2}));

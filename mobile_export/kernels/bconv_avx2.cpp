@@ -15,6 +15,8 @@ namespace bidrn {
 namespace {
 
 constexpr int64_t kMaxByteSteps = 31;
+// Rows of at most this many words (65,472 bits) have counts below 2^16, which vpackusdw narrows exactly.
+constexpr int64_t kMaxPackedWords = 1023;
 
 // Per-byte popcount by two nibble lookups.
 struct NibbleCount {
@@ -26,44 +28,6 @@ struct NibbleCount {
                            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low)));
   }
 };
-
-// One block of 8 pixels (2 ymm) x NB channels: 2 * NB byte accumulators + 2 rows + broadcast + 2 lookup
-// constants stay within the 16 ymm registers at NB = 4.
-template <int NB>
-void micro(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, int32_t* r) {
-  const NibbleCount count;
-  __m256i total[NB][2];
-  for (int n = 0; n < NB; ++n) total[n][0] = total[n][1] = _mm256_setzero_si256();
-  for (int64_t k0 = 0; k0 < k_words; k0 += kMaxByteSteps) {
-    const int64_t k1 = k0 + kMaxByteSteps < k_words ? k0 + kMaxByteSteps : k_words;
-    __m256i bytes[NB][2];
-    for (int n = 0; n < NB; ++n) bytes[n][0] = bytes[n][1] = _mm256_setzero_si256();
-    for (int64_t k = k0; k < k1; ++k) {
-      const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k * kLanes));
-      const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k * kLanes + 4));
-      for (int n = 0; n < NB; ++n) {
-        const __m256i wv = _mm256_set1_epi64x(static_cast<long long>(w[n * ldw + k]));
-        bytes[n][0] = _mm256_add_epi8(bytes[n][0], count(_mm256_xor_si256(a0, wv)));
-        bytes[n][1] = _mm256_add_epi8(bytes[n][1], count(_mm256_xor_si256(a1, wv)));
-      }
-    }
-    const __m256i zero = _mm256_setzero_si256();
-    for (int n = 0; n < NB; ++n) {
-      total[n][0] = _mm256_add_epi64(total[n][0], _mm256_sad_epu8(bytes[n][0], zero));
-      total[n][1] = _mm256_add_epi64(total[n][1], _mm256_sad_epu8(bytes[n][1], zero));
-    }
-  }
-  // Narrow the 64-bit lane counts (< 2^31) to int32: pick the low dword of each lane.
-  const __m256i pick_low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-  for (int n = 0; n < NB; ++n) {
-    const __m256i lo = _mm256_permutevar8x32_epi32(total[n][0], pick_low);
-    const __m256i hi = _mm256_permutevar8x32_epi32(total[n][1], pick_low);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(r + n * kTilePixels), _mm256_blend_epi32(lo, hi, 0xf0));
-  }
-}
-
-constexpr int kNB = 4;
-constexpr BlockMicro kMicro[kNB + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>};
 
 // The vector ops of the shared in-register epilogue (bconv_fused.h): a block of 8 pixels is one ymm of
 // floats or int32.
@@ -105,6 +69,11 @@ struct Avx2 {
     }
   }
 
+  // The counts of N im2col rows of one pixel block each (row n at a[n], k_words words of 8 lanes) against
+  // weight rows w[n], as 8 int32 per row: channel_run passes N blocks against one weight row, branch_run one
+  // block against the N branches' rows, the register tile one block against N channels. KW > 0 fixes
+  // k_words at compile time. The 64-bit lane sums of a row's two halves (pixels 0-3, 4-7) are packed to
+  // 16 bits, [p0 p1 p4 p5 | p2 p3 p6 p7] as int32, and put in pixel order by one 64-bit permute.
   template <int N, int KW>
   __attribute__((always_inline)) static void count(const uint64_t* const (&a)[N], const uint64_t* const (&w)[N],
                                                   int64_t k_words, __m256i (&r)[N]) {
@@ -139,6 +108,10 @@ struct Avx2 {
           total[n][h] = first ? s : _mm256_add_epi64(total[n][h], s);
         }
     };
+    if (KW == 0 && k_words == 0) {  // a transposed conv's phase that no tap reaches
+      for (int n = 0; n < N; ++n) r[n] = zero;
+      return;
+    }
     if (KW > 0 || k_words <= kMaxByteSteps) {  // every 1 x 1 conv up to 1,984 channels, 3 x 3 up to 192
       chunk(0, KW > 0 ? KW : k_words, true);
     } else {
@@ -147,7 +120,14 @@ struct Avx2 {
         chunk(k0, k0 + kMaxByteSteps < k_words ? k0 + kMaxByteSteps : k_words, false);
     }
   #pragma GCC unroll 4
-    for (int n = 0; n < N; ++n) r[n] = _mm256_permute4x64_epi64(_mm256_packus_epi32(total[n][0], total[n][1]), 0xd8);
+    for (int n = 0; n < N; ++n) {
+    if (KW > 0 || k_words <= kMaxPackedWords) {
+      r[n] = _mm256_permute4x64_epi64(_mm256_packus_epi32(total[n][0], total[n][1]), 0xd8);
+    } else {  // counts of 2^16 or more: the low dwords, [lo0 hi0 lo1 hi1 ...] by a shift and an or
+      r[n] = _mm256_permutevar8x32_epi32(_mm256_or_si256(total[n][0], _mm256_slli_epi64(total[n][1], 32)),
+                                         _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    }
+  }
   }
 
   // Correction rows of <= 16 ids: two 8-entry permutes, picked by id > 7.
@@ -169,6 +149,7 @@ struct Avx2 {
 
   static __m256 set(float v) { return _mm256_set1_ps(v); }
   static __m256i set_int(int32_t v) { return _mm256_set1_epi32(v); }
+  static void store_int(int32_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
   static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
@@ -236,7 +217,7 @@ struct Avx2 {
 };
 
 void avx2_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  if (!Fused<Avx2>::tile(j, b0, b1, o0, o1)) tile_by_blocks<kNB>(j, b0, b1, o0, o1, kMicro);
+  if (!Fused<Avx2>::tile(j, b0, b1, o0, o1)) register_tile<Avx2>(j, b0, b1, o0, o1);
 }
 
 void avx2_branch_tile(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {

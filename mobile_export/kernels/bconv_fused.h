@@ -13,6 +13,7 @@
 //   F, I                          8 floats, 8 int32 (one pixel block)
 //   Block                         what the epilogue needs about one block; describe(job, first, live, block)
 //   count<N, KW>(a, w, k_words, r)  popcount(row a[n] xor w[n]) per pixel for N rows (KW > 0: k_words fixed)
+//   store_int(p, r)               8 int32 (the register tile's counts)
 //   Corr, corr_row(row), acc(r, k_bits, block, corr)   k_bits - 2 r - corr[o][id] (the correction on border
 //                                 blocks only)
 //   set, set_int, to_float, add, sub, mul, rprelu(y, beta, gamma, zeta), clamp(v, lo, hi)
@@ -163,7 +164,7 @@ struct Fused {
   // (9 for a 3 x 3 conv); false when the job is not such (the caller's register tile and scalar epilogue
   // take it).
   static bool tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-    if (j.output != Output::kFloat || j.dest || j.corr_stride != 16 || j.k_words > kMaxFusedWords) return false;
+    if (j.output != Output::kFloat || j.dest || j.corr_stride != 16) return false;
     Block blocks[kMaxStripTiles * kTileBlocks];
     describe(j, b0, b1, blocks);
     const uint64_t* a = j.a + b0 * j.k_words * kLanes;
@@ -249,6 +250,26 @@ struct Fused {
     for (int64_t o = o0; o < o1; ++o, rc = jobs[0].residual && rc + 1 == R ? 0 : rc + 1) run(jobs, blocks, b1 - b0, b0, o, rc);
   }
 };
+
+// The register tile of the other outputs (raw accumulators, packed signs, a transposed conv's scattered
+// pixels, more than 16 padding masks): one block x nb <= 4 channels through Isa::count, then the shared
+// scalar epilogue (tile_by_blocks, finish_tile).
+template <class Isa, int NB>
+void count_micro(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, int32_t* r) {
+  const uint64_t* rows[NB];
+  const uint64_t* weights[NB];
+  for (int n = 0; n < NB; ++n) rows[n] = a, weights[n] = w + n * ldw;
+  typename Isa::I counts[NB];
+  Isa::template count<NB, 0>(rows, weights, k_words, counts);
+  for (int n = 0; n < NB; ++n) Isa::store_int(r + n * kTilePixels, counts[n]);
+}
+
+template <class Isa>
+void register_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
+  static constexpr BlockMicro micro[5] = {nullptr, count_micro<Isa, 1>, count_micro<Isa, 2>, count_micro<Isa, 3>,
+                                          count_micro<Isa, 4>};
+  tile_by_blocks<4>(j, b0, b1, o0, o1, micro);
+}
 
 }  // namespace
 }  // namespace bidrn

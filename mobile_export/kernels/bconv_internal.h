@@ -57,9 +57,6 @@ struct Kernels {
 };
 
 constexpr int kMaxFusedBranches = 4;
-// At most this many words per pixel row in branch_tile (and the AVX2 in-register epilogue), which narrow the
-// popcounts to 16 bits: 1,023 words = 65,472 bits.
-constexpr int64_t kMaxFusedWords = 1023;
 
 const Kernels& kernels_for(Path p);
 extern const Kernels kScalarKernels;

@@ -19,53 +19,6 @@
 namespace bidrn {
 namespace {
 
-constexpr int kNB = 4;  // 4 channels x 4 q accumulators = 16 of the 32 q registers
-
-template <int NB>
-void micro(const uint64_t* a, const uint64_t* w, int64_t ldw, int64_t k_words, int32_t* r) {
-  uint64x2_t total[NB][4];
-  for (int n = 0; n < NB; ++n)
-    for (int q = 0; q < 4; ++q) total[n][q] = vdupq_n_u64(0);
-#if BIDRN_DOTPROD
-  const uint8x16_t ones = vdupq_n_u8(1);
-  uint32x4_t sums[NB][4];
-  for (int n = 0; n < NB; ++n)
-    for (int q = 0; q < 4; ++q) sums[n][q] = vdupq_n_u32(0);
-  for (int64_t k = 0; k < k_words; ++k) {
-    uint8x16_t av[4];
-    for (int q = 0; q < 4; ++q) av[q] = vreinterpretq_u8_u64(vld1q_u64(a + k * kLanes + 2 * q));
-    for (int n = 0; n < NB; ++n) {
-      const uint8x16_t wv = vreinterpretq_u8_u64(vdupq_n_u64(w[n * ldw + k]));
-      for (int q = 0; q < 4; ++q) sums[n][q] = vdotq_u32(sums[n][q], vcntq_u8(veorq_u8(av[q], wv)), ones);
-    }
-  }
-  for (int n = 0; n < NB; ++n)
-    for (int q = 0; q < 4; ++q) total[n][q] = vpaddlq_u32(sums[n][q]);
-#else
-  for (int64_t k0 = 0; k0 < k_words; k0 += 31) {
-    const int64_t k1 = k0 + 31 < k_words ? k0 + 31 : k_words;
-    uint8x16_t bytes[NB][4];
-    for (int n = 0; n < NB; ++n)
-      for (int q = 0; q < 4; ++q) bytes[n][q] = vdupq_n_u8(0);
-    for (int64_t k = k0; k < k1; ++k) {
-      uint8x16_t av[4];
-      for (int q = 0; q < 4; ++q) av[q] = vreinterpretq_u8_u64(vld1q_u64(a + k * kLanes + 2 * q));
-      for (int n = 0; n < NB; ++n) {
-        const uint8x16_t wv = vreinterpretq_u8_u64(vdupq_n_u64(w[n * ldw + k]));
-        for (int q = 0; q < 4; ++q) bytes[n][q] = vaddq_u8(bytes[n][q], vcntq_u8(veorq_u8(av[q], wv)));
-      }
-    }
-    for (int n = 0; n < NB; ++n)
-      for (int q = 0; q < 4; ++q)
-        total[n][q] = vaddq_u64(total[n][q], vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(bytes[n][q]))));
-  }
-#endif
-  for (int n = 0; n < NB; ++n)
-    for (int q = 0; q < 4; ++q) vst1_s32(r + n * kTilePixels + 2 * q, vreinterpret_s32_u32(vmovn_u64(total[n][q])));
-}
-
-constexpr BlockMicro kMicro[kNB + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>};
-
 // The vector ops of the shared in-register epilogue (bconv_fused.h): a block of 8 pixels is two q registers
 // of floats or int32 (pixels 0-3, 4-7).
 struct Neon {
@@ -107,7 +60,7 @@ struct Neon {
     }
   }
 
-  // popcount(a[n] xor w[n]) per pixel. q register q of a word holds pixels 2q, 2q + 1; the per-byte counts
+  // popcount(a[n] xor w[n]) per pixel for N rows (see Fused). q register q of a word holds pixels 2q, 2q + 1; the per-byte counts
   // are summed into 32-bit lanes (udot against ones, or byte adds for up to 31 words, then pairwise
   // widening), two lanes per pixel, and a pairwise add of two registers gives 4 pixels' counts.
   template <int N, int KW>
@@ -177,6 +130,7 @@ struct Neon {
 
   static F set(float x) { return {{vdupq_n_f32(x), vdupq_n_f32(x)}}; }
   static I set_int(int32_t x) { return {{vdupq_n_s32(x), vdupq_n_s32(x)}}; }
+  static void store_int(int32_t* p, I x) { vst1q_s32(p, x.v[0]), vst1q_s32(p + 4, x.v[1]); }
   static F to_float(I x) { return {{vcvtq_f32_s32(x.v[0]), vcvtq_f32_s32(x.v[1])}}; }
   static F add(F a, F b) { return {{vaddq_f32(a.v[0], b.v[0]), vaddq_f32(a.v[1], b.v[1])}}; }
   static F sub(F a, F b) { return {{vsubq_f32(a.v[0], b.v[0]), vsubq_f32(a.v[1], b.v[1])}}; }
@@ -249,7 +203,7 @@ struct Neon {
 };
 
 void neon_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  if (!Fused<Neon>::tile(j, b0, b1, o0, o1)) tile_by_blocks<kNB>(j, b0, b1, o0, o1, kMicro);
+  if (!Fused<Neon>::tile(j, b0, b1, o0, o1)) register_tile<Neon>(j, b0, b1, o0, o1);
 }
 
 void neon_branch_tile(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
