@@ -221,10 +221,16 @@ void neon_pack(const float* x, int64_t channels, int64_t plane, int64_t p0, int6
     for (int64_t h = 0; h < 2 * cw; ++h) {
       uint32x4_t bits = vdupq_n_u32(0);
       for (int64_t c = h * 32; c < h * 32 + 32 && c < channels; ++c) {
-        float v[4] = {0, 0, 0, 0};
-        for (int i = 0; i < np; ++i) v[i] = x[c * plane + p + i];
+        float32x4_t v;
+        if (np == 4) {
+          v = vld1q_f32(x + c * plane + p);
+        } else {  // the plane's last pixels: zeros past them read as +1 and are not stored
+          float tail[4] = {0, 0, 0, 0};
+          for (int i = 0; i < np; ++i) tail[i] = x[c * plane + p + i];
+          v = vld1q_f32(tail);
+        }
         // vcgeq is false for NaN, so its complement marks exactly torch's sign == -1.
-        const uint32x4_t negative = vmvnq_u32(vcgeq_f32(vld1q_f32(v), zero));
+        const uint32x4_t negative = vmvnq_u32(vcgeq_f32(v, zero));
         bits = vorrq_u32(bits, vandq_u32(negative, vdupq_n_u32(1u << (c & 31))));
       }
       uint32_t lanes[4];
