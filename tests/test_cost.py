@@ -1,4 +1,6 @@
 """The cost counter: formula checks on single layers, then the paper's Params/OPs table (ARCHITECTURE.md)."""
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -52,22 +54,26 @@ def test_full_precision_hand4whole_has_the_published_parameter_total():
 PAPER_ROWS = list_models(paper_only=True)
 
 
+@functools.cache
+def _paper_row_cost(name):
+    """One count per config for both of its tests (each builds the full-size model: 5-10 s)."""
+    return model_cost(get_config(name))
+
+
 @pytest.mark.parametrize("name", [n for n in PAPER_ROWS if n != "hand4whole-l1prune90"])
 def test_params_reproduce_the_paper_within_0_02_m(name):
-    cfg = get_config(name)
-    assert model_cost(cfg).params_m == pytest.approx(cfg.paper.params_m, abs=0.02)
+    assert _paper_row_cost(name).params_m == pytest.approx(get_config(name).paper.params_m, abs=0.02)
 
 
 @pytest.mark.parametrize("name", [n for n in PAPER_ROWS
                                   if get_config(n).paper.ops_reproducible and get_config(n).paper.ops_g])
 def test_ops_reproduce_the_paper_within_0_03_g(name):
-    cfg = get_config(name)
-    assert paper_ops(model_cost(cfg)) == pytest.approx(cfg.paper.ops_g, abs=0.03)
+    assert paper_ops(_paper_row_cost(name)) == pytest.approx(get_config(name).paper.ops_g, abs=0.03)
 
 
 def test_bidrn_ops_with_full_precision_deconv3_is_the_documented_3_24_g():
     # ARCHITECTURE.md: 3.243 G with deconv3 full precision; the paper's 2.50 only with deconv3 binary.
-    cost = model_cost(get_config("bidrn"))
+    cost = _paper_row_cost("bidrn")
     assert cost.ops_g == pytest.approx(3.243, abs=0.003)
     assert cost.ops_g_deconv3_binary == pytest.approx(2.505, abs=0.003)
 

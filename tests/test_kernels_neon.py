@@ -50,12 +50,12 @@ def run_under_qemu(binary: str, cpu: str, expect: str, cases: int) -> str:
 
 
 def test_neon_paths_are_bit_exact_and_dotprod_is_dispatched_on_a_cpu_that_has_it(selftest):
-    out = run_under_qemu(selftest, "max", "neon_dotprod", cases=80)
+    out = run_under_qemu(selftest, "max", "neon_dotprod", cases=60)
     for path in ("neon_dotprod", "neon", "scalar"):
         assert f"{path}: bit-exact" in out
 
 
 def test_dispatch_falls_back_to_plain_neon_on_a_cortex_a53(selftest):
-    out = run_under_qemu(selftest, "cortex-a53", "neon", cases=30)
+    out = run_under_qemu(selftest, "cortex-a53", "neon", cases=20)
     assert "supported: neon,scalar" in out
     assert "neon: bit-exact" in out

@@ -90,7 +90,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
         assert torch.allclose(ddp["model"][k], single["model"][k], atol=1e-5), k
 
 
-def test_a_few_hundred_steps_lower_the_validation_mpvpe_clearly(tmp_path):
+def test_eighty_steps_lower_the_validation_mpvpe_clearly(tmp_path):
     from bidrn.body import load_body_model
     from bidrn.eval.evaluate import evaluate
     from bidrn.models.registry import create_model
@@ -100,10 +100,10 @@ def test_a_few_hundred_steps_lower_the_validation_mpvpe_clearly(tmp_path):
     val = build_dataset(DataSource(length=16, seed=1_000_003), (256, 192), body, train=False)
     torch.manual_seed(0)  # the trainer's own seed: the same initial weights as the run below
     before = evaluate(create_model("bidrn-tiny"), val, body)["mpvpe_all"]
-    run = train(_cfg(tmp_path / "learn", data=[DataSource(length=10**6, seed=5)], batch_size=8, steps_per_epoch=150,
-                     pose_loss="rotmat", seed=0, log_every=50, ckpt_every=150), progress=False)
+    run = train(_cfg(tmp_path / "learn", data=[DataSource(length=10**6, seed=5)], batch_size=8, steps_per_epoch=80,
+                     pose_loss="rotmat", seed=0, log_every=40, ckpt_every=80), progress=False)
     after = evaluate(run.model, val, body)["mpvpe_all"]
-    assert after < 0.75 * before, (before, after)
+    assert after < 0.75 * before, (before, after)  # measured: 693 -> 376 mm (0.54) after these 80 steps
 
 
 def test_eval_command_prints_table1_columns_as_json(tmp_path):

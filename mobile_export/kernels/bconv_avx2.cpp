@@ -173,8 +173,7 @@ struct Avx2 {
       _mm256_maskstore_ps(p, t.live_mask, v);
     }
   }
-  static void prefetch(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0); }
-  static constexpr int64_t kPrefetchAhead = 8 * kTilePixels;  // floats: 1 KB ahead in each stream
+  static void prefetch(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
   // DScR's pooled residual (residual_pool 2) of one block: each lane's 2 x 2 window, summed row by row and
   // divided by 4 as ATen's avg_pool2d. Where the live lanes share an output row the windows are two rows of

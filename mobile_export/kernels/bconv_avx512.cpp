@@ -69,7 +69,6 @@ inline __m512i narrow_pair(__m512i a, __m512i b) {
 // broadcast once per channel. Against the MB x NB register tile below (which spilled its 24 accumulators
 // to the stack before the epilogue and re-read the job per 16 outputs) this halved the 1 x 1 layers and
 // took a quarter to a third off the 3 x 3 ones (docs/kernels.md).
-constexpr int64_t kPrefetchAhead = 8 * kTilePixels;  // floats: 1 KB ahead in each stream the epilogue reads
 
 template <int MB>
 __attribute__((noinline)) void channel_run(const TileJob& j, const FusedTile* fused, const int64_t* p0, int tiles,

@@ -18,7 +18,7 @@
 //                                 blocks only)
 //   set, set_int, to_float, add, sub, mul, rprelu(y, beta, gamma, zeta), clamp(v, lo, hi)
 //   load(p, block), store(p, v, block)   the block's live lanes
-//   pooled(block, res, residual_w, lo, hi)  DScR's pooled residual;  prefetch(p)
+//   pooled(block, res, residual_w, lo, hi)  DScR's pooled residual;  prefetch(p) a hint for p's line
 // Like bconv_internal.h, everything here is in an anonymous namespace: one copy per ISA unit.
 #pragma once
 
@@ -115,9 +115,9 @@ struct Fused {
     int64_t b = 0;
     for (; b + kChannelBlocks <= n_blocks; b += kChannelBlocks) {
       const int64_t at = b * kLanes;
-      if (with_shortcut) Isa::prefetch(shortcut + at);
-      if (flat_res) Isa::prefetch(flat_res + at);
-      if (with_partial) Isa::prefetch(partial + at);
+      if (with_shortcut) Isa::prefetch(shortcut + at + kPrefetchAhead);
+      if (flat_res) Isa::prefetch(flat_res + at + kPrefetchAhead);
+      if (with_partial) Isa::prefetch(partial + at + kPrefetchAhead);
       const uint64_t* rows[kChannelBlocks];
       const uint64_t* weights[kChannelBlocks];
       for (int m = 0; m < kChannelBlocks; ++m) rows[m] = a + (b + m) * a_stride, weights[m] = w;
@@ -211,7 +211,7 @@ struct Fused {
     for (int64_t b = 0; b < n_blocks; ++b) {
       const Block& t = blocks[b];
       const int64_t at = b * kLanes;
-      if (shortcut && (b & 1) == 0) Isa::prefetch(shortcut + at);
+      if (shortcut && (b & 1) == 0) Isa::prefetch(shortcut + at + kPrefetchAhead);
       const uint64_t* rows[K];
       for (int i = 0; i < K; ++i) rows[i] = a[i] + b * a_stride;
       I r[K];

@@ -41,6 +41,10 @@ constexpr int64_t kTilePixels = kTileBlocks * kLanes;
 // 8x its memcpy time. The driver sizes strips so their im2col rows stay in L1 (strip_tiles in bconv.cpp).
 constexpr int64_t kMaxStripTiles = 64;
 
+// The prefetchers follow the in-register epilogues' float streams poorly next to the im2col reads: they
+// ask for the lines this many floats (1 KB) ahead (a hint, harmless past a plane's end).
+constexpr int64_t kPrefetchAhead = 8 * kTilePixels;
+
 struct Kernels {
   // Strip of blocks [b0, b1) (b0 a multiple of kTileBlocks, at most kMaxStripTiles tiles) x output
   // channels [o0, o1).

@@ -165,8 +165,7 @@ struct Neon {
     vst1q_f32(buffer, x.v[0]), vst1q_f32(buffer + 4, x.v[1]);
     for (int l = 0; l < t.live; ++l) p[l] = buffer[l];
   }
-  static void prefetch(const float* p) { __builtin_prefetch(p + kPrefetchAhead); }
-  static constexpr int64_t kPrefetchAhead = 8 * kTilePixels;  // floats: 1 KB ahead in each stream
+  static void prefetch(const float* p) { __builtin_prefetch(p); }
 
   // DScR's pooled residual (residual_pool 2) of one block: each lane's 2 x 2 window, summed row by row and
   // divided by 4 as ATen's avg_pool2d. Where the live lanes share an output row the windows are two rows of

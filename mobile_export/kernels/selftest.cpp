@@ -256,11 +256,12 @@ struct BranchCase {
 BranchCase random_branch_case(std::mt19937& rng, int index) {
   auto pick = [&](int lo, int hi) { return int64_t(std::uniform_int_distribution<int>(lo, hi)(rng)); };
   BranchCase b;
-  const int64_t channel_choices[] = {3, 16, 31, 64, 65, 128, 130, 256};
+  // 1, 2, 4 and 8 words per pixel (the compile-time word counts) and odd counts between them.
+  const int64_t channel_choices[] = {3, 16, 31, 64, 65, 128, 130, 256, 512};
   b.k = pick(2, 5);
   b.s.batch = pick(1, 2);
-  b.s.in_channels = channel_choices[pick(0, 7)];
-  b.s.out_channels = index % 2 ? b.s.in_channels : pick(1, 70);
+  b.s.in_channels = channel_choices[index % 9];  // each count once in every 9 cases
+  b.s.out_channels = index % 2 && b.s.in_channels <= 256 ? b.s.in_channels : pick(1, 70);
   b.s.in_h = b.s.out_h = pick(1, index % 3 == 0 ? 40 : 9);
   b.s.in_w = b.s.out_w = pick(1, index % 3 == 0 ? 50 : 13);
   const int64_t C = b.s.in_channels, O = b.s.out_channels, plane = b.s.in_h * b.s.in_w, cw = bidrn::words_for(C);
