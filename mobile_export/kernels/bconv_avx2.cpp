@@ -152,7 +152,6 @@ struct Avx2 {
   static void store_int(int32_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static __m256 to_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-  static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
   static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
   // (s > 0 ? s : beta s) + zeta with s = y - gamma (eq. 6); NaN takes the beta branch, as in C.
   static __m256 rprelu(__m256 y, __m256 beta, __m256 gamma, __m256 zeta) {

@@ -16,7 +16,7 @@
 //   store_int(p, r)               8 int32 (the register tile's counts)
 //   Corr, corr_row(row), acc(r, k_bits, block, corr)   k_bits - 2 r - corr[o][id] (the correction on border
 //                                 blocks only)
-//   set, set_int, to_float, add, sub, mul, rprelu(y, beta, gamma, zeta), clamp(v, lo, hi)
+//   set, set_int, to_float, add, mul, rprelu(y, beta, gamma, zeta), clamp(v, lo, hi)
 //   load(p, block), store(p, v, block)   the block's live lanes
 //   pooled(block, res, residual_w, lo, hi)  DScR's pooled residual;  prefetch(p) a hint for p's line
 // Like bconv_internal.h, everything here is in an anonymous namespace: one copy per ISA unit.

@@ -133,7 +133,6 @@ struct Neon {
   static void store_int(int32_t* p, I x) { vst1q_s32(p, x.v[0]), vst1q_s32(p + 4, x.v[1]); }
   static F to_float(I x) { return {{vcvtq_f32_s32(x.v[0]), vcvtq_f32_s32(x.v[1])}}; }
   static F add(F a, F b) { return {{vaddq_f32(a.v[0], b.v[0]), vaddq_f32(a.v[1], b.v[1])}}; }
-  static F sub(F a, F b) { return {{vsubq_f32(a.v[0], b.v[0]), vsubq_f32(a.v[1], b.v[1])}}; }
   static F mul(F a, F b) { return {{vmulq_f32(a.v[0], b.v[0]), vmulq_f32(a.v[1], b.v[1])}}; }
   // (s > 0 ? s : beta s) + zeta with s = y - gamma (eq. 6); NaN fails the compare, as in C.
   static F rprelu(F y, F beta, F gamma, F zeta) {
