@@ -254,7 +254,9 @@ def test_profile_names_each_binary_op_by_its_geometry_and_accounts_for_the_execu
 
 
 def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
-    """The same program on both sides: every ratio is 1 up to timing noise (a tiny program: 20 % either way)."""
+    """The same program on both sides: the ratios are the medians' ratio and the median of the rounds'
+    ratios, and the paired one is 1 up to timing noise (a tiny program on a noisy VM: 1.5x either way; the
+    ratio of medians has been seen 1.55x off here, which is why the paired ratio exists)."""
     from executorch.exir import to_edge_transform_and_lower
 
     from mobile_export import bench_model
@@ -264,5 +266,10 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     pte.write_bytes(to_edge_transform_and_lower(torch.export.export(model, (x,))).to_executorch().buffer)
     a, b = bench_model.run([pte, pte], runs=9, warmup=1, log=lambda msg: None)
     assert len(a["times_ms"]) == len(b["times_ms"]) == 9 and a["bytes_ratio_vs"] == 1.0
-    assert 0.8 < a["paired_speedup_vs"] < 1.25 and 0.8 < a["speedup_vs"] < 1.25
+    import statistics
+
+    assert a["speedup_vs"] == pytest.approx(statistics.median(b["times_ms"]) / statistics.median(a["times_ms"]))
+    rounds = [tb / ta for ta, tb in zip(a["times_ms"], b["times_ms"])]
+    assert a["paired_speedup_vs"] == pytest.approx(statistics.median(rounds))
+    assert 1 / 1.5 < a["paired_speedup_vs"] < 1.5
     assert "median of the rounds' ratios" in bench_model.format_table([a, b])
