@@ -317,7 +317,8 @@ void build_rows(const ConvShape& s, const Phase& ph, const uint64_t* xp, Paralle
 }
 
 // Distinct padding masks -> ids, and corr[o][id] = sum over masked taps of sum_c sign(w[o, c, tap]); rows
-// padded to a multiple of 16 ids so the AVX-512 epilogue can look a row up with one permute.
+// padded to a multiple of 16 ids so the in-register epilogues can look a row up with one or two permutes
+// (NEON: one tbl).
 void build_correction(const ConvShape& s, const Phase& ph, const uint64_t* weight, int64_t ldw,
                       const Kernels& kern, PhaseBuffers& b) {
   const int64_t cw = words_for(s.in_channels), taps = int64_t(ph.ky.size());
@@ -401,8 +402,8 @@ namespace {
 // the same tensor) while still cached, and the partial sums never leave L2. Against k separate ops this
 // writes the output once instead of also writing and re-reading k - 1 partial sums; against packing whole
 // planes first, it reads the k C input channels from memory once instead of twice.
-// Where the kernels have a branch_tile (AVX-512), a strip packs all k chunks first and then sweeps the output
-// channels once, the k branches' sums added in registers: no partial sum is written or read back (FDR ops
+// Where the kernels have a branch_tile (every SIMD path), a strip packs all k chunks first and then sweeps
+// the output channels once, the k branches' sums added in registers: no partial sum is written or read back (FDR ops
 // 10-15 % faster in isolation, docs/kernels.md).
 void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
   const Kernels& kern = kernels_for(active_path());
