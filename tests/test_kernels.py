@@ -271,5 +271,7 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     assert a["speedup_vs"] == pytest.approx(statistics.median(b["times_ms"]) / statistics.median(a["times_ms"]))
     rounds = [tb / ta for ta, tb in zip(a["times_ms"], b["times_ms"])]
     assert a["paired_speedup_vs"] == pytest.approx(statistics.median(rounds))
+    assert a["min_speedup_vs"] == pytest.approx(min(b["times_ms"]) / min(a["times_ms"]))
     assert 1 / 1.5 < a["paired_speedup_vs"] < 1.5
-    assert "median of the rounds' ratios" in bench_model.format_table([a, b])
+    table = bench_model.format_table([a, b])
+    assert "median of the rounds' ratios" in table and "(fastest runs)" in table
