@@ -148,14 +148,53 @@ def test_kernel_path_is_bit_exact_against_the_reference_on_random_shapes(path):
     with kernel_library.using_path(path):
         for case in range(40):
             problem = random_problem(rng, gen)
-            for output in ops.Output:
-                got, want = run_c_kernel(*problem, output)
-                # Float outputs compared bit for bit (mul then add on both sides, no FMA).
-                assert torch.equal(got.view(torch.int32) if got.is_floating_point() else got,
-                                   want.view(torch.int32) if want.is_floating_point() else want), \
-                    f"{path} case {case} {problem[0]} output {output.name}"
-            got, want = run_c_kernel(*problem, ops.Output.ACCUMULATOR, packed_input=True)
-            assert torch.equal(got, want), f"{path} case {case} {problem[0]} from packed input"
+            assert_every_output_bit_exact(problem, f"{path} case {case} {problem[0]}")
+
+
+def assert_every_output_bit_exact(problem, label: str) -> None:
+    """Every output form against the reference, and the accumulator from packed input too."""
+    for output in ops.Output:
+        got, want = run_c_kernel(*problem, output)
+        # Float outputs compared bit for bit (mul then add on both sides, no FMA).
+        assert torch.equal(got.view(torch.int32) if got.is_floating_point() else got,
+                           want.view(torch.int32) if want.is_floating_point() else want), f"{label} output {output.name}"
+    got, want = run_c_kernel(*problem, ops.Output.ACCUMULATOR, packed_input=True)
+    assert torch.equal(got, want), f"{label} from packed input"
+
+
+def table_count_problem(gen: torch.Generator, kind: str, c: int, o: int, h: int, w: int, k: int, s: int, p: int):
+    if kind == "transposed":
+        oh, ow = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
+        weight = ops.pack_conv_transpose_weight(torch.randn(c, o, k, k, generator=gen), (s, s), (p, p))
+    else:
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        weight = ops.pack_conv_weight(torch.randn(o, c, k, k, generator=gen))
+    shape = dict(kind=kind, n=2, c=c, o=o, h=h, w=w, k=(k, k), s=(s, s), p=(p, p), oh=oh, ow=ow)
+    x = with_special_values(torch.randn(2, c, h, w, generator=gen), gen)
+    rprelu = torch.randn(3, o, generator=gen)
+    return shape, x, weight, torch.rand(o, generator=gen) + 0.01, torch.randn(o, generator=gen), rprelu
+
+
+# Shapes that take AVX2's lookup-table count (rows of 2+ words, 96+ pixels an output phase; docs/kernels.md):
+# 3 x 3 stride 1 and 2 with borders, an odd 1 x 1 of 3 words, more than 64 output channels (two channel
+# chunks in one work item), a transposed conv whose phases have 100 pixels, and 4 tiles plus a partial one.
+TABLE_COUNT_SHAPES = [
+    ("conv", 200, 70, 12, 12, 3, 1, 1),
+    ("conv", 65, 129, 21, 23, 3, 2, 1),
+    ("conv", 130, 65, 10, 11, 1, 1, 0),
+    ("conv", 64, 7, 13, 14, 3, 1, 1),
+    ("transposed", 129, 64, 10, 10, 4, 2, 1),
+]
+
+
+@pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
+def test_table_count_shapes_are_bit_exact_against_the_reference(path):
+    if path not in kernel_library.supported_paths():
+        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    gen = torch.Generator().manual_seed(11)
+    with kernel_library.using_path(path):
+        for spec in TABLE_COUNT_SHAPES:
+            assert_every_output_bit_exact(table_count_problem(gen, *spec), f"{path} {spec}")
 
 
 def test_native_selftest_is_bit_exact_on_every_path_this_cpu_supports(tmp_path):

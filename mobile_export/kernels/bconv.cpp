@@ -443,6 +443,7 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
     buf.any_border = false;  // 1x1, no padding
     build_correction(s, ph, args.weight + i * O * ldw, ldw, kern, buf);  // an all-zero table
   }
+  bool whole_channels = false;  // the kernels' work items take all output channels (Kernels::strip_tiles)
   for (int64_t n = 0; n < s.batch; ++n) {
     float* out = static_cast<float*>(args.out) + n * O * out_plane;
     for (int64_t i = 0; i < k; ++i) {
@@ -472,7 +473,9 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
       const bool last = i == k - 1;
       job.ep.post = last ? ep.post : nullptr;
       job.shortcut = last && ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;
+      if (kern.prepare && n == 0) kern.prepare(job, int(i));
     }
+    whole_channels = together && kern.strip_tiles && kern.strip_tiles(jobs[0]) > 0;
     run_parallel(parallel, strips, [&](int64_t s0, int64_t s1) {
       for (int64_t st = s0; st < s1; ++st) {
         const int64_t b0 = st * per_strip * kTileBlocks, b1 = std::min((st + 1) * per_strip * kTileBlocks, blocks);
@@ -491,9 +494,12 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
           if (!together)
             for (int64_t c = 0; c < chunks; ++c) kern.tile(jobs[size_t(i)], b0, b1, c * 64, std::min(c * 64 + 64, O));
         }
-        if (together)
+        if (together && whole_channels) {
+          kern.branch_tile(jobs.data(), int(k), b0, b1, 0, O);
+        } else if (together) {
           for (int64_t c = 0; c < chunks; ++c)
             kern.branch_tile(jobs.data(), int(k), b0, b1, c * 64, std::min(c * 64 + 64, O));
+        }
       }
     });
   }
@@ -572,15 +578,19 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
       job.partial = ep.partial ? ep.partial + n * O * out_plane : nullptr;
       job.shortcut = ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;
       job.ep = ep;
-      // Work items: strips of 32-pixel tiles x 64-channel chunks (a chunk owns whole words of packed output).
+      // Work items: strips of 32-pixel tiles x 64-channel chunks (a chunk owns whole words of packed output),
+      // or the strips the kernels ask for with all the channels (Kernels::strip_tiles: AVX2's table count).
       const int64_t blocks = (pixels + kLanes - 1) / kLanes;
       const int64_t tiles = (blocks + kTileBlocks - 1) / kTileBlocks, chunks = (O + 63) / 64;
-      const int64_t per_strip = strip_tiles(job.k_words), strips = (tiles + per_strip - 1) / per_strip;
-      run_parallel(parallel, strips * chunks, [&](int64_t i0, int64_t i1) {
+      const int64_t wanted = kern.strip_tiles ? kern.strip_tiles(job) : 0;
+      const int64_t per_strip = wanted > 0 ? wanted : strip_tiles(job.k_words), strips = (tiles + per_strip - 1) / per_strip;
+      if (kern.prepare) kern.prepare(job, 0);
+      const int64_t items = wanted > 0 ? 1 : chunks;  // channel chunks per strip
+      run_parallel(parallel, strips * items, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
-          const int64_t t = i / chunks * per_strip, c = i % chunks;
-          kern.tile(job, t * kTileBlocks, std::min((t + per_strip) * kTileBlocks, blocks), c * 64,
-                    std::min(c * 64 + 64, O));
+          const int64_t t = i / items * per_strip, c = i % items;
+          kern.tile(job, t * kTileBlocks, std::min((t + per_strip) * kTileBlocks, blocks), wanted > 0 ? 0 : c * 64,
+                    wanted > 0 ? O : std::min(c * 64 + 64, O));
         }
       });
     }

@@ -44,6 +44,10 @@ inline int fixed_words(int64_t k_words) {
 // Blocks counted together in channel_run (sharing the broadcast weight words).
 constexpr int kChannelBlocks = 2;
 
+// channel_run's KW for counts computed beforehand (the AVX2 lookup-table count, bconv_avx2.cpp): `a` is then
+// the channel's counts, uint16 per pixel in block order, read through Isa::load_counts.
+constexpr int kFromCounts = -1;
+
 template <class Isa>
 struct Fused {
   using F = typename Isa::F;
@@ -122,14 +126,22 @@ struct Fused {
       const uint64_t* weights[kChannelBlocks];
       for (int m = 0; m < kChannelBlocks; ++m) rows[m] = a + (b + m) * a_stride, weights[m] = w;
       I r[kChannelBlocks];
-      Isa::template count<kChannelBlocks, KW>(rows, weights, k_words, r);
+      if constexpr (KW == kFromCounts) {
+        for (int m = 0; m < kChannelBlocks; ++m) r[m] = Isa::load_counts(reinterpret_cast<const uint16_t*>(a) + at + m * kLanes);
+      } else {
+        Isa::template count<kChannelBlocks, KW>(rows, weights, k_words, r);
+      }
       for (int m = 0; m < kChannelBlocks; ++m) finish(blocks[b + m], r[m], at + m * kLanes);
     }
     for (; b < n_blocks; ++b) {
       const uint64_t* rows[1] = {a + b * a_stride};
       const uint64_t* weights[1] = {w};
       I r[1];
-      Isa::template count<1, KW>(rows, weights, k_words, r);
+      if constexpr (KW == kFromCounts) {
+        r[0] = Isa::load_counts(reinterpret_cast<const uint16_t*>(a) + b * kLanes);
+      } else {
+        Isa::template count<1, KW>(rows, weights, k_words, r);
+      }
       finish(blocks[b], r[0], b * kLanes);
     }
   }
@@ -138,6 +150,7 @@ struct Fused {
 
   template <unsigned Feat>
   static ChannelRun channel_run_words(int64_t k_words) {
+    if (k_words == kFromCounts) return channel_run<Feat, kFromCounts>;
     switch (fixed_words(k_words)) {
       case 1: return channel_run<Feat, 1>;
       case 2: return channel_run<Feat, 2>;
@@ -151,27 +164,32 @@ struct Fused {
 
   // The instance for a job: an LCR module with or without the block residual, a plain conv with or
   // without RPReLU fixed at compile time; anything else read from the job.
-  static ChannelRun channel_run_for(const TileJob& j) {
+  // words = j.k_words, or kFromCounts for the instance that reads counts computed beforehand (only an ISA
+  // unit with Isa::load_counts asks for it).
+  static ChannelRun channel_run_for(const TileJob& j, int64_t words) {
     const bool special = j.ep.residual_pool == 2 || j.partial;
     const unsigned f = (j.ep.rprelu ? kRprelu : 0) | (j.residual ? kResidual : 0) | (j.ep.post ? kPost : 0) |
                        (j.shortcut ? kShortcut : 0);
     if (!special && f == (kRprelu | kResidual | kPost | kShortcut))
-      return channel_run_words<kRprelu | kResidual | kPost | kShortcut>(j.k_words);
-    if (!special && f == (kRprelu | kResidual | kPost)) return channel_run_words<kRprelu | kResidual | kPost>(j.k_words);
-    if (!special && f == kRprelu) return channel_run_words<kRprelu>(j.k_words);
-    if (!special && f == 0) return channel_run_words<0>(j.k_words);
-    return channel_run<kRuntime, 0>;
+      return channel_run_words<kRprelu | kResidual | kPost | kShortcut>(words);
+    if (!special && f == (kRprelu | kResidual | kPost)) return channel_run_words<kRprelu | kResidual | kPost>(words);
+    if (!special && f == kRprelu) return channel_run_words<kRprelu>(words);
+    if (!special && f == 0) return channel_run_words<0>(words);
+    return words == kFromCounts ? channel_run<kRuntime, kFromCounts> : channel_run<kRuntime, 0>;
   }
+
+  // Whether tile() finishes this job in registers (else the register tile and the scalar epilogue).
+  static bool fused(const TileJob& j) { return j.output == Output::kFloat && !j.dest && j.corr_stride == 16; }
 
   // Kernels::tile for the float NCHW output of a plain conv whose correction rows hold at most 16 masks
   // (9 for a 3 x 3 conv); false when the job is not such (the caller's register tile and scalar epilogue
   // take it).
   static bool tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-    if (j.output != Output::kFloat || j.dest || j.corr_stride != 16) return false;
+    if (!fused(j)) return false;
     Block blocks[kMaxStripTiles * kTileBlocks];
     describe(j, b0, b1, blocks);
     const uint64_t* a = j.a + b0 * j.k_words * kLanes;
-    const ChannelRun run = channel_run_for(j);
+    const ChannelRun run = channel_run_for(j, j.k_words);
     // Residual channel of output o is o mod R: one division per strip, then wrap by subtraction.
     const int64_t R = j.ep.residual_channels;
     int64_t rc = j.residual ? o0 % R : 0;
@@ -185,7 +203,8 @@ struct Fused {
   // conv: no padding correction.
   template <int K, int KW>
   __attribute__((noinline)) static void branch_run(const TileJob* jobs, const Block* blocks, int64_t n_blocks,
-                                                   int64_t block0, int64_t o, int64_t rc) {
+                                                   int64_t block0, int64_t o, int64_t rc,
+                                                   const uint16_t* const* counts = nullptr) {
     const TileJob& last = jobs[K - 1];
     const int64_t a_stride = last.k_words * kLanes, k_words = last.k_words, plane = last.out_plane;
     const int64_t O = last.out_channels, first = block0 * kLanes;
@@ -212,10 +231,14 @@ struct Fused {
       const Block& t = blocks[b];
       const int64_t at = b * kLanes;
       if (shortcut && (b & 1) == 0) Isa::prefetch(shortcut + at + kPrefetchAhead);
-      const uint64_t* rows[K];
-      for (int i = 0; i < K; ++i) rows[i] = a[i] + b * a_stride;
       I r[K];
-      Isa::template count<K, KW>(rows, w, k_words, r);
+      if constexpr (KW == kFromCounts) {  // counts[i]: branch i's counts of this channel, block order
+        for (int i = 0; i < K; ++i) r[i] = Isa::load_counts(counts[i] + at);
+      } else {
+        const uint64_t* rows[K];
+        for (int i = 0; i < K; ++i) rows[i] = a[i] + b * a_stride;
+        Isa::template count<K, KW>(rows, w, k_words, r);
+      }
       F sum{};
 #pragma GCC unroll 4
       for (int i = 0; i < K; ++i) {
@@ -229,10 +252,12 @@ struct Fused {
     }
   }
 
-  using BranchRun = void (*)(const TileJob*, const Block*, int64_t, int64_t, int64_t, int64_t);
+  using BranchRun = void (*)(const TileJob*, const Block*, int64_t, int64_t, int64_t, int64_t, const uint16_t* const*);
 
+  // k_words, or kFromCounts: the instance reading counts computed beforehand (Isa::load_counts).
   template <int K>
   static BranchRun branch_run_words(int64_t k_words) {
+    if (k_words == kFromCounts) return branch_run<K, kFromCounts>;
     switch (fixed_words(k_words)) {
       case 1: return branch_run<K, 1>;
       case 2: return branch_run<K, 2>;
@@ -247,10 +272,15 @@ struct Fused {
     Block blocks[kMaxStripTiles * kTileBlocks];
     describe(jobs[0], b0, b1, blocks);
     const int64_t words = jobs[0].k_words;
-    const BranchRun run = k == 2 ? branch_run_words<2>(words) : k == 3 ? branch_run_words<3>(words) : branch_run_words<4>(words);
+    const BranchRun run = branch_run_for(k, words);
     const int64_t R = jobs[0].ep.residual_channels;
     int64_t rc = jobs[0].residual ? o0 % R : 0;
-    for (int64_t o = o0; o < o1; ++o, rc = jobs[0].residual && rc + 1 == R ? 0 : rc + 1) run(jobs, blocks, b1 - b0, b0, o, rc);
+    for (int64_t o = o0; o < o1; ++o, rc = jobs[0].residual && rc + 1 == R ? 0 : rc + 1)
+      run(jobs, blocks, b1 - b0, b0, o, rc, nullptr);
+  }
+
+  static BranchRun branch_run_for(int k, int64_t words) {
+    return k == 2 ? branch_run_words<2>(words) : k == 3 ? branch_run_words<3>(words) : branch_run_words<4>(words);
   }
 };
 

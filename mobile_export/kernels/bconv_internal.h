@@ -30,6 +30,7 @@ struct TileJob {
   int64_t out_w = 0;                 // output width (to place a pixel for the pooled residual)
   int64_t res_plane = 0;             // floats per residual channel: out_plane, or 4 out_plane when pooled
   Epilogue ep;
+  const uint8_t* lut_weights = nullptr;  // set by Kernels::prepare (AVX2's table count), else null
 };
 
 constexpr int64_t kTileBlocks = 4;            // pixel blocks per tile: 32 pixels
@@ -58,6 +59,13 @@ struct Kernels {
   // branches' sums are formed in registers and added in the branch order (out = b_0, then out + b_i), then
   // the last job's post affine and shortcut. jobs[i] is branch i's job; strip and channels as `tile`.
   void (*branch_tile)(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) = nullptr;
+  // Optional, both: strip_tiles > 0 says this path wants work items of that many tiles covering all the
+  // output channels (tile / branch_tile then get o0 = 0, o1 = out_channels) instead of the driver's
+  // default (rows within 16 KB, 64-channel chunks); prepare(job, slot) is called once per job before its
+  // work items (slot: FDR's branch index) to precompute what every item reads. The AVX2 table count
+  // (bconv_avx2.cpp) uses both.
+  int64_t (*strip_tiles)(const TileJob& job) = nullptr;
+  void (*prepare)(TileJob& job, int slot) = nullptr;
 };
 
 constexpr int kMaxFusedBranches = 4;

@@ -131,6 +131,12 @@ struct Neon {
   static F set(float x) { return {{vdupq_n_f32(x), vdupq_n_f32(x)}}; }
   static I set_int(int32_t x) { return {{vdupq_n_s32(x), vdupq_n_s32(x)}}; }
   static void store_int(int32_t* p, I x) { vst1q_s32(p, x.v[0]), vst1q_s32(p + 4, x.v[1]); }
+  // 8 pixels' 16-bit counts (channel_run / branch_run with kFromCounts; the NEON paths count in place and
+  // do not use it yet, but the shared template asks every ISA for it).
+  static I load_counts(const uint16_t* p) {
+    const uint16x8_t u = vld1q_u16(p);
+    return {{vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(u))), vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(u)))}};
+  }
   static F to_float(I x) { return {{vcvtq_f32_s32(x.v[0]), vcvtq_f32_s32(x.v[1])}}; }
   static F add(F a, F b) { return {{vaddq_f32(a.v[0], b.v[0]), vaddq_f32(a.v[1], b.v[1])}}; }
   static F mul(F a, F b) { return {{vmulq_f32(a.v[0], b.v[0]), vmulq_f32(a.v[1], b.v[1])}}; }

@@ -105,6 +105,13 @@ Case random_case(std::mt19937& rng, int index) {
     s.kernel_h = s.kernel_w = 1, s.pad_h = s.pad_w = 0;
     s.in_h = pick(40, 50), s.in_w = pick(45, 60);
   }
+  if (index % 10 == 7) {  // a 3 x 3 conv of 64+ channels on 96+ output pixels: AVX2's lookup-table count
+    const int64_t wide[] = {64, 65, 100, 129, 200};
+    s.transposed = false;
+    s.in_channels = wide[pick(0, 4)];
+    s.kernel_h = s.kernel_w = 3, s.stride_w = 1, s.pad_h = s.pad_w = 1;
+    s.in_h = pick(10, 20) * s.stride_h - 3, s.in_w = pick(10, 14) - 3;
+  }
   if (s.transposed) {
     s.out_h = (s.in_h - 1) * s.stride_h - 2 * s.pad_h + s.kernel_h + pick(0, s.stride_h - 1);
     s.out_w = (s.in_w - 1) * s.stride_w - 2 * s.pad_w + s.kernel_w;
