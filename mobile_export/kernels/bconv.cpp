@@ -443,7 +443,6 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
     buf.any_border = false;  // 1x1, no padding
     build_correction(s, ph, args.weight + i * O * ldw, ldw, kern, buf);  // an all-zero table
   }
-  bool whole_channels = false;  // the kernels' work items take all output channels (Kernels::strip_tiles)
   for (int64_t n = 0; n < s.batch; ++n) {
     float* out = static_cast<float*>(args.out) + n * O * out_plane;
     for (int64_t i = 0; i < k; ++i) {
@@ -475,7 +474,8 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
       job.shortcut = last && ep.shortcut ? ep.shortcut + n * O * out_plane : nullptr;
       if (kern.prepare && n == 0) kern.prepare(job, int(i));
     }
-    whole_channels = together && kern.strip_tiles && kern.strip_tiles(jobs[0]) > 0;
+    // The kernels' work items take all output channels (Kernels::strip_tiles).
+    const bool whole_channels = together && kern.strip_tiles && kern.strip_tiles(jobs[0]) > 0;
     run_parallel(parallel, strips, [&](int64_t s0, int64_t s1) {
       for (int64_t st = s0; st < s1; ++st) {
         const int64_t b0 = st * per_strip * kTileBlocks, b1 = std::min((st + 1) * per_strip * kTileBlocks, blocks);

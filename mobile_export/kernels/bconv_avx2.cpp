@@ -443,68 +443,69 @@ void lut_finish_scalar(const TileJob& j, int64_t b, int64_t be, int64_t c0, int6
   }
 }
 
-void lut_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  using Fu = Fused<Avx2>;
-  const bool fused = Fu::fused(j);
-  LutScratch& sc = lut_scratch();
-  const int64_t chunks = j.k_words * 16;
-  sc.reserve(1, j.k_words, o1 - o0 > kLutChannels ? o1 - o0 : kLutChannels);
-  uint8_t* x = sc.x_of(0, chunks);
-  uint16_t* p = sc.p_of(0, kLutChannels);
-  const uint8_t* wn = lut_weights(j, 0, o0, o1, sc);
-  const Fu::ChannelRun run = fused ? Fu::channel_run_for(j, kFromCounts) : nullptr;
-  const int64_t R = j.ep.residual_channels;
-  Avx2::Block blocks[kLutTiles * kTileBlocks];
-  for (int64_t b = b0; b < b1; b += kLutTiles * kTileBlocks) {
-    const int64_t be = b + kLutTiles * kTileBlocks < b1 ? b + kLutTiles * kTileBlocks : b1;
-    const int64_t tiles = (be - b + kTileBlocks - 1) / kTileBlocks;
-    for (int64_t t = 0; t < tiles; ++t) lut_build_x(j, b + t * kTileBlocks, be, sc.zero.data(), x + 32 * t);
-    if (fused) Fu::describe(j, b, be, blocks);
-    int64_t rc = j.residual ? o0 % R : 0;
-    for (int64_t c0 = o0; c0 < o1; c0 += kLutChannels) {
-      const int64_t c1 = c0 + kLutChannels < o1 ? c0 + kLutChannels : o1;
-      lut_counts(tiles, x, wn + (c0 - o0) * chunks, chunks, c1 - c0, p);
-      if (!fused) {
-        lut_finish_scalar(j, b, be, c0, c1, p);
-        continue;
-      }
-      for (int64_t o = c0; o < c1; ++o, rc = j.residual && rc + 1 == R ? 0 : rc + 1)
-        run(j, blocks, be - b, reinterpret_cast<const uint64_t*>(p + (o - c0) * kLutTiles * 32), b * kLanes, o, rc);
-    }
-  }
-}
-
-// FDR's k branches (Kernels::branch_tile) with the table count: each branch's counts of a tile group, then
-// the shared branch epilogue reading them (bconv_fused.h, branch_run with kFromCounts).
-void lut_branch_tile(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
-  using Fu = Fused<Avx2>;
+// The sweep both table-count entries share, over k jobs (FDR's branches; 1 for a plain conv): per tile
+// group of the strip, X of every job; per 64 channels, every job's 16-bit sums into its P; then
+// finish(b, be, c0, c1, p) with p[i] = job i's sums, channel c0 first.
+template <class Finish>
+void lut_sweep(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1, Finish&& finish) {
   LutScratch& sc = lut_scratch();
   const int64_t chunks = jobs[0].k_words * 16;
   sc.reserve(k, jobs[0].k_words, o1 - o0 > kLutChannels ? o1 - o0 : kLutChannels);
   const uint8_t* wn[kMaxFusedBranches];
-  for (int i = 0; i < k; ++i) wn[i] = lut_weights(jobs[i], i, o0, o1, sc);
-  const Fu::BranchRun run = Fu::branch_run_for(k, kFromCounts);
-  const int64_t R = jobs[0].ep.residual_channels;
-  Avx2::Block blocks[kLutTiles * kTileBlocks];
+  const uint16_t* p[kMaxFusedBranches];
+  for (int i = 0; i < k; ++i) wn[i] = lut_weights(jobs[i], i, o0, o1, sc), p[i] = sc.p_of(i, kLutChannels);
   for (int64_t b = b0; b < b1; b += kLutTiles * kTileBlocks) {
     const int64_t be = b + kLutTiles * kTileBlocks < b1 ? b + kLutTiles * kTileBlocks : b1;
     const int64_t tiles = (be - b + kTileBlocks - 1) / kTileBlocks;
     for (int i = 0; i < k; ++i)
       for (int64_t t = 0; t < tiles; ++t)
         lut_build_x(jobs[i], b + t * kTileBlocks, be, sc.zero.data(), sc.x_of(i, chunks) + 32 * t);
-    Fu::describe(jobs[0], b, be, blocks);
-    int64_t rc = jobs[0].residual ? o0 % R : 0;
-    const uint16_t* counts[kMaxFusedBranches];
     for (int64_t c0 = o0; c0 < o1; c0 += kLutChannels) {
       const int64_t c1 = c0 + kLutChannels < o1 ? c0 + kLutChannels : o1;
       for (int i = 0; i < k; ++i)
         lut_counts(tiles, sc.x_of(i, chunks), wn[i] + (c0 - o0) * chunks, chunks, c1 - c0, sc.p_of(i, kLutChannels));
-      for (int64_t o = c0; o < c1; ++o, rc = jobs[0].residual && rc + 1 == R ? 0 : rc + 1) {
-        for (int i = 0; i < k; ++i) counts[i] = sc.p_of(i, kLutChannels) + (o - c0) * kLutTiles * 32;
-        run(jobs, blocks, be - b, b, o, rc, counts);
-      }
+      finish(b, be, c0, c1, p);
     }
   }
+}
+
+// Kernels::tile with the table count: the float NCHW output of a plain conv through channel_run, the others
+// through finish_tile.
+void lut_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
+  using Fu = Fused<Avx2>;
+  if (!Fu::fused(j)) {
+    lut_sweep(&j, 1, b0, b1, o0, o1, [&](int64_t b, int64_t be, int64_t c0, int64_t c1, const uint16_t* const* p) {
+      lut_finish_scalar(j, b, be, c0, c1, p[0]);
+    });
+    return;
+  }
+  const Fu::ChannelRun run = Fu::channel_run_for(j, kFromCounts);
+  const int64_t R = j.ep.residual_channels;
+  Avx2::Block blocks[kLutTiles * kTileBlocks];
+  lut_sweep(&j, 1, b0, b1, o0, o1, [&](int64_t b, int64_t be, int64_t c0, int64_t c1, const uint16_t* const* p) {
+    if (c0 == o0) Fu::describe(j, b, be, blocks);
+    int64_t rc = j.residual ? c0 % R : 0;
+    for (int64_t o = c0; o < c1; ++o, rc = j.residual && rc + 1 == R ? 0 : rc + 1)
+      run(j, blocks, be - b, reinterpret_cast<const uint64_t*>(p[0] + (o - c0) * kLutTiles * 32), b * kLanes, o, rc);
+  });
+}
+
+// FDR's k branches (Kernels::branch_tile) with the table count: the shared branch epilogue reading each
+// branch's sums (bconv_fused.h, branch_run with kFromCounts).
+void lut_branch_tile(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
+  using Fu = Fused<Avx2>;
+  const Fu::BranchRun run = Fu::branch_run_for(k, kFromCounts);
+  const int64_t R = jobs[0].ep.residual_channels;
+  Avx2::Block blocks[kLutTiles * kTileBlocks];
+  lut_sweep(jobs, k, b0, b1, o0, o1, [&](int64_t b, int64_t be, int64_t c0, int64_t c1, const uint16_t* const* p) {
+    if (c0 == o0) Fu::describe(jobs[0], b, be, blocks);
+    int64_t rc = jobs[0].residual ? c0 % R : 0;
+    const uint16_t* counts[kMaxFusedBranches];
+    for (int64_t o = c0; o < c1; ++o, rc = jobs[0].residual && rc + 1 == R ? 0 : rc + 1) {
+      for (int i = 0; i < k; ++i) counts[i] = p[i] + (o - c0) * kLutTiles * 32;
+      run(jobs, blocks, be - b, b, o, rc, counts);
+    }
+  });
 }
 
 void avx2_tile(const TileJob& j, int64_t b0, int64_t b1, int64_t o0, int64_t o1) {
