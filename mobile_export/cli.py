@@ -107,7 +107,7 @@ def add_parser(subparsers) -> None:
     kernels.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     kernels.add_argument("--layers", help="comma-separated layer names (default: all; ref3x3_256_28 is the reference)")
     kernels.add_argument("--threads", type=_int_list, default=[1], help="thread counts to time, e.g. 1,2 (default 1)")
-    kernels.add_argument("--paths", help="kernel paths to time, e.g. avx512,avx2 (default: every SIMD path this CPU has)")
+    kernels.add_argument("--paths", help="kernel paths to time, e.g. amx,avx512,avx2 (default: every SIMD path this CPU has)")
     kernels.add_argument("--seconds", type=float, default=0.3, help="minimum timing per layer and thread count")
     kernels.set_defaults(func=_bench_kernels)
     model = bench_sub.add_parser("model", help="whole-model latency (median, p90) and peak memory of .pte files",

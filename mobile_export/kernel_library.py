@@ -6,7 +6,7 @@ editable install, a wheel install and a fresh CI machine all work with no hand s
 rebuilds. A file lock makes concurrent first uses (pytest-xdist, two shells) build once.
 
     BIDRN_KERNEL_CACHE   cache folder (default: $XDG_CACHE_HOME/bidrn/kernels or ~/.cache/bidrn/kernels)
-    BIDRN_KERNEL_PATH    force a kernel path: avx512, avx2, neon_dotprod, neon or scalar
+    BIDRN_KERNEL_PATH    force a kernel path: amx, avx512, avx2, neon_dotprod, neon or scalar
     python -m mobile_export.kernel_library   builds now and prints the library path and kernel paths
 """
 from __future__ import annotations

@@ -137,7 +137,7 @@ def run_c_kernel(shape, x, weight, scale, bias, rprelu, output, packed_input=Fal
     return out, like
 
 
-X86_AND_SCALAR_PATHS = ["avx512", "avx2", "scalar"]
+X86_AND_SCALAR_PATHS = ["amx", "avx512", "avx2", "scalar"]
 
 
 @pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
@@ -185,6 +185,29 @@ TABLE_COUNT_SHAPES = [
     ("conv", 64, 7, 13, 14, 3, 1, 1),
     ("transposed", 129, 64, 10, 10, 4, 2, 1),
 ]
+
+
+# Shapes the AMX path takes (stride 1, rows of 9+ words, 512+ output positions; bconv_amx.cpp): 3 x 3 with and
+# without padding on odd channel counts and widths that are not multiples of its 16-position groups, a 2 x 2
+# kernel padded to an output larger than its input, more than 32 output channels (two channel pairs, the
+# second partial), and the reference layer.
+AMX_SHAPES = [
+    ("conv", 65, 70, 17, 19, 3, 1, 1),
+    ("conv", 129, 33, 15, 23, 3, 1, 0),
+    ("conv", 64, 16, 18, 30, 3, 1, 2),
+    ("conv", 200, 48, 16, 16, 2, 1, 1),
+    ("conv", 256, 256, 28, 28, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("path", ["amx", "avx512"])
+def test_amx_shapes_are_bit_exact_against_the_reference(path):
+    if path not in kernel_library.supported_paths():
+        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    gen = torch.Generator().manual_seed(13)
+    with kernel_library.using_path(path):
+        for spec in AMX_SHAPES:
+            assert_every_output_bit_exact(table_count_problem(gen, *spec), f"{path} {spec}")
 
 
 @pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)

@@ -20,6 +20,7 @@ namespace bidrn {
 
 const char* path_name(Path p) {
   switch (p) {
+    case Path::kAmx: return "amx";
     case Path::kAvx512: return "avx512";
     case Path::kAvx2: return "avx2";
     case Path::kNeonDot: return "neon_dotprod";
@@ -32,6 +33,11 @@ const char* path_name(Path p) {
 bool path_supported(Path p) {
   switch (p) {
 #if defined(__x86_64__)
+#if defined(BIDRN_AMX)
+    case Path::kAmx:
+      // AMX-TILE + AMX-INT8 for the convs it takes, the AVX-512 path for everything else.
+      return path_supported(Path::kAvx512) && amx_available();
+#endif
     case Path::kAvx512:
       // VPOPCNTDQ for the popcount, BW for the sign packing, VL for the 256-bit epilogue; DQ because the
       // unit is compiled with it (every CPU with VPOPCNTDQ has it, but the check costs nothing).
@@ -59,7 +65,7 @@ bool path_supported(Path p) {
 }
 
 Path best_path() {
-  for (Path p : {Path::kAvx512, Path::kAvx2, Path::kNeonDot, Path::kNeon}) {
+  for (Path p : kPathsBestFirst) {
     if (path_supported(p)) return p;
   }
   return Path::kScalar;
@@ -72,7 +78,7 @@ std::atomic<int> g_active{-1};
 
 Path initial_path() {
   if (const char* env = std::getenv("BIDRN_KERNEL_PATH")) {
-    for (Path p : {Path::kAvx512, Path::kAvx2, Path::kNeonDot, Path::kNeon, Path::kScalar}) {
+    for (Path p : kPathsBestFirst) {
       if (std::strcmp(env, path_name(p)) == 0 && path_supported(p)) return p;
     }
   }
@@ -98,6 +104,7 @@ bool set_active_path(Path p) {
 const Kernels& kernels_for(Path p) {
   switch (p) {
 #if defined(__x86_64__)
+    case Path::kAmx:  // what the AMX convs do not take runs on the AVX-512 kernels
     case Path::kAvx512: return kAvx512Kernels;
     case Path::kAvx2: return kAvx2Kernels;
 #endif
@@ -512,6 +519,12 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
     binary_conv_branches(s, ep, args, parallel);
     return;
   }
+#if defined(__x86_64__) && defined(BIDRN_AMX)
+  if (active_path() == Path::kAmx && amx_handles(s, ep, args)) {
+    amx_binary_conv(s, ep, args, parallel);
+    return;
+  }
+#endif
   const Kernels& kern = kernels_for(active_path());
   const int64_t cw = words_for(s.in_channels), O = s.out_channels;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
@@ -610,8 +623,7 @@ extern "C" {
 const char* bidrn_kernels_active_path() { return bidrn::path_name(bidrn::active_path()); }
 
 int bidrn_kernels_set_path(const char* name) {
-  for (bidrn::Path p : {bidrn::Path::kAvx512, bidrn::Path::kAvx2, bidrn::Path::kNeonDot, bidrn::Path::kNeon,
-                        bidrn::Path::kScalar}) {
+  for (bidrn::Path p : bidrn::kPathsBestFirst) {
     if (std::strcmp(name, bidrn::path_name(p)) == 0) return bidrn::set_active_path(p) ? 1 : 0;
   }
   return 0;
@@ -620,8 +632,7 @@ int bidrn_kernels_set_path(const char* name) {
 const char* bidrn_kernels_supported_paths() {
   static const std::string list = [] {
     std::string s;
-    for (bidrn::Path p : {bidrn::Path::kAvx512, bidrn::Path::kAvx2, bidrn::Path::kNeonDot, bidrn::Path::kNeon,
-                          bidrn::Path::kScalar}) {
+    for (bidrn::Path p : bidrn::kPathsBestFirst) {
       if (bidrn::path_supported(p)) s += (s.empty() ? "" : ",") + std::string(bidrn::path_name(p));
     }
     return s;

@@ -82,8 +82,11 @@ void pack_signs(const float* x, int64_t channels, int64_t pixels, uint64_t* out)
 
 void binary_conv(const ConvShape& shape, const Epilogue& epilogue, const ConvArgs& args, ParallelFor parallel);
 
-// Kernel paths, best first. select_path() takes the best the CPU supports unless overridden.
-enum class Path : int { kAvx512 = 0, kAvx2 = 1, kNeonDot = 2, kNeon = 3, kScalar = 4 };
+// Kernel paths. best_path() takes the first of kPathsBestFirst the CPU supports unless overridden. kAmx runs
+// the convs whose time is the count (amx_handles: 3 x 3 convs of 64+ channels on 512+ output positions) on
+// the AMX tile unit (bconv_amx.cpp) and everything else on the AVX-512 kernels.
+enum class Path : int { kAvx512 = 0, kAvx2 = 1, kNeonDot = 2, kNeon = 3, kScalar = 4, kAmx = 5 };
+constexpr Path kPathsBestFirst[] = {Path::kAmx, Path::kAvx512, Path::kAvx2, Path::kNeonDot, Path::kNeon, Path::kScalar};
 const char* path_name(Path p);
 bool path_supported(Path p);  // compiled in and supported by this CPU
 Path best_path();

@@ -70,6 +70,14 @@ struct Kernels {
 
 constexpr int kMaxFusedBranches = 4;
 
+#if defined(__x86_64__) && defined(BIDRN_AMX)
+// The AMX path (bconv_amx.cpp, built where the compiler has AMX): whether the CPU has AMX-INT8 and Linux granted this process the tile state;
+// which calls it takes (plain convs, float input, float or accumulator output); the conv itself.
+bool amx_available();
+bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args);
+void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel);
+#endif
+
 const Kernels& kernels_for(Path p);
 extern const Kernels kScalarKernels;
 #if defined(__x86_64__)

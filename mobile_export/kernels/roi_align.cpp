@@ -95,12 +95,12 @@ __attribute__((target("avx2"))) void sample_row_avx2(const float* r0, const floa
 }
 #endif
 
-// The AVX2 form where the binary kernels' active path is AVX2 or AVX-512 (so BIDRN_KERNEL_PATH=scalar, or
+// The AVX2 form where the binary kernels' active path is AVX2, AVX-512 or AMX (so BIDRN_KERNEL_PATH=scalar, or
 // kernel_library.using_path("scalar"), runs and tests the plain loop too).
 RowSampler row_sampler() {
 #if defined(__x86_64__)
   const Path p = active_path();
-  if (p == Path::kAvx512 || p == Path::kAvx2) return sample_row_avx2;
+  if (p == Path::kAmx || p == Path::kAvx512 || p == Path::kAvx2) return sample_row_avx2;
 #endif
   return sample_row;
 }

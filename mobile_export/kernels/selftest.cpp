@@ -112,6 +112,15 @@ Case random_case(std::mt19937& rng, int index) {
     s.kernel_h = s.kernel_w = 3, s.stride_w = 1, s.pad_h = s.pad_w = 1;
     s.in_h = pick(10, 20) * s.stride_h - 3, s.in_w = pick(10, 14) - 3;
   }
+  if (index % 10 == 3) {  // a conv with rows of 9+ words on 512+ output positions: the AMX path's convs
+    const int64_t wide[] = {64, 65, 100, 129, 200};
+    s.transposed = false;
+    s.in_channels = wide[pick(0, 4)];
+    s.kernel_h = pick(2, 4), s.kernel_w = pick(3, 4), s.stride_h = s.stride_w = 1;
+    s.pad_h = pick(0, s.kernel_h - 1), s.pad_w = pick(0, s.kernel_w - 1);
+    s.in_h = pick(14, 26) - s.kernel_h, s.in_w = pick(20, 40) - s.kernel_w;  // with the kernel added below
+    s.batch = 2;
+  }
   if (s.transposed) {
     s.out_h = (s.in_h - 1) * s.stride_h - 2 * s.pad_h + s.kernel_h + pick(0, s.stride_h - 1);
     s.out_w = (s.in_w - 1) * s.stride_w - 2 * s.pad_w + s.kernel_w;
@@ -349,8 +358,7 @@ int main(int argc, char** argv) {
   }
   std::vector<BranchCase> branch_cases;
   for (int i = 0; i < cases / 4 + 1; ++i) branch_cases.push_back(random_branch_case(rng, i));
-  for (bidrn::Path p : {bidrn::Path::kAvx512, bidrn::Path::kAvx2, bidrn::Path::kNeonDot, bidrn::Path::kNeon,
-                        bidrn::Path::kScalar}) {
+  for (bidrn::Path p : bidrn::kPathsBestFirst) {
     if (!bidrn::set_active_path(p)) continue;
     int bad = 0;
     for (size_t i = 0; i < all.size(); ++i) {

@@ -1,0 +1,436 @@
+// AMX path (Intel Sapphire Rapids and later Xeons): a binary conv is an integer GEMM of +-1 values, and the
+// tile matrix unit multiplies int8 matrices at up to 1,024 MACs a cycle, against at most 341 binary MACs a
+// cycle for AVX-512's xor + popcount + add (one 512-bit popcount port on these cores). So where the count
+// dominates a layer (3 x 3 convs of 64+ channels on 512+ output positions) the binary conv runs as an int8
+// GEMM of sign bytes: +1 / -1 as the bit says, 0 in the zero padding (PyTorch pads the binarised input with
+// zeros, so no padding correction) and in the channels past C. The int32 tiles are the layer's accumulators
+// themselves, bit for bit what the popcount paths compute. The weights stay 1 bit each in the .pte; each
+// call expands them. Every other layer (the 1 x 1 ones, whose time is their float epilogue, strided and
+// transposed convs, small layers) runs on the AVX-512 kernels. Measurements: docs/kernels.md, "AMX path".
+//
+// Layout. One image's input becomes sign bytes in "word planes": plane w holds, for every position of the
+// zero-padded image, the 64 channels of packed word w as 64 bytes (one cache line a position). An A tile
+// (16 rows x 64 bytes) is then 16 consecutive positions: one contiguous, aligned 1 KB block, and tap
+// (ky, kx) is a position offset, ky * Wp + kx. The positions of the padded image are one flat sequence:
+// output (y, x) is position y * Wp + x, and the positions with x >= out_w are computed and dropped. The B
+// tiles are the weights in the VNNI order of the tile unit (row r = 4 input channels of 16 output
+// channels), one contiguous 1 KB block per (16 output channels, word of a tap), from the packed words by a
+// 16 x 16 transpose. A work item runs 32 output channels (2 B tiles) over its groups of 16 positions, two
+// groups (2 A tiles) at a time: 4 int32 C tiles [position][channel], 4 tile loads per 4 tile multiplies, the
+// k loop word-major (the 9 taps of a 3 x 3 conv's word plane share 15 of every tile's 16 lines with the
+// previous tap's, in L1). The C tiles of kBatchPairs group pairs wait in memory; then the epilogue applies
+// scale, bias and RPReLU (eq. 6) to each tile's rows with the channels in the lanes, transposes the tile in
+// place, and runs channel by channel over the batch with the positions in the lanes: residual, partial sum,
+// post affine, shortcut, store, in the AVX-512 path's order and rounding.
+//
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mamx-tile -mamx-int8.
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "bconv_internal.h"
+
+namespace bidrn {
+
+namespace {
+
+constexpr int kGroup = 16;         // output positions per A tile
+constexpr int kPairChannels = 32;  // output channels per work item (2 B tiles)
+constexpr int kBatchPairs = 16;    // group pairs (512 positions) whose C tiles (64 KB) wait for one epilogue pass
+
+struct alignas(64) Line {  // the element of the cache-line-aligned buffers
+  int8_t bytes[64];
+};
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Eight tiles of 16 rows x 64 bytes: C 0-3, A 4-5, B 6-7.
+void configure_tiles() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  _tile_loadconfig(&cfg);
+}
+
+// 16 x 16 transpose of 32-bit lanes: r[i] lane j -> r[j] lane i.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + m], 128-bit lane j: column 4j + m of rows 4i .. 4i + 3
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 a = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88), b = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xDD);
+    const __m512 c = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88), d = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xDD);
+    t[m] = _mm512_shuffle_f32x4(a, c, 0x88);
+    t[8 + m] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    t[4 + m] = _mm512_shuffle_f32x4(b, d, 0x88);
+    t[12 + m] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// The lanes in `mask` of a group are output pixels at + lane: one output row's run (the epilogue's loads and
+// stores go through that shifted pointer with the mask; masked-off lanes are never touched).
+struct Segment {
+  int64_t at;
+  __mmask16 mask;
+};
+
+struct Group {
+  int64_t base;        // position of the group's lane 0 at tap (0, 0) in a word plane
+  int32_t seg0, nseg;  // its segments
+};
+
+// Geometry of one call, shared by every image.
+struct Plan {
+  int64_t cw = 0, H = 0, W = 0, pad_h = 0, pad_w = 0, Hp = 0, Wp = 0;
+  int64_t plane = 0;  // positions per word plane
+  int64_t k_words = 0, O = 0, pairs = 0, out_plane = 0;
+  std::vector<int64_t> tap_off;  // positions
+  std::vector<Group> groups;
+  std::vector<Segment> segs;
+};
+
+Plan make_plan(const ConvShape& s) {
+  Plan p;
+  p.cw = words_for(s.in_channels);
+  p.H = s.in_h, p.W = s.in_w, p.pad_h = s.pad_h, p.pad_w = s.pad_w;
+  p.Hp = s.in_h + 2 * s.pad_h, p.Wp = s.in_w + 2 * s.pad_w;
+  // The last group's dropped lanes read up to 15 positions past the padded image: a slack row of zeros.
+  p.plane = (p.Hp + 1) * p.Wp + kGroup;
+  p.k_words = s.kernel_h * s.kernel_w * p.cw, p.O = s.out_channels;
+  p.pairs = (p.O + kPairChannels - 1) / kPairChannels;
+  p.out_plane = s.out_h * s.out_w;
+  for (int64_t ky = 0; ky < s.kernel_h; ++ky)
+    for (int64_t kx = 0; kx < s.kernel_w; ++kx) p.tap_off.push_back(ky * p.Wp + kx);
+  const int64_t span = (s.out_h - 1) * p.Wp + s.out_w;
+  for (int64_t g0 = 0; g0 < span; g0 += kGroup) {
+    p.groups.push_back({g0, int32_t(p.segs.size()), 0});
+    int64_t l = 0;
+    while (l < kGroup && g0 + l < span) {
+      const int64_t pos = g0 + l, y = pos / p.Wp, x = pos - y * p.Wp;
+      if (x >= s.out_w) {  // a dropped column: on to the next row
+        l = (y + 1) * p.Wp - g0;
+        continue;
+      }
+      const int64_t l1 = std::min<int64_t>({kGroup, l + s.out_w - x, span - g0});
+      const __mmask16 mask = static_cast<__mmask16>(((1u << l1) - 1) & ~((1u << l) - 1));
+      p.segs.push_back({y * s.out_w + x - l, mask});
+      ++p.groups.back().nseg;
+      l = l1;
+    }
+  }
+  return p;
+}
+
+// One padded row of word plane w from the packed input (words_for(C) words a pixel): 64 sign bytes a
+// position (+1, or -1 where the bit is set; the padding bits of the last word give +1, which the weights'
+// zero bytes there cancel), zero bytes in the padding.
+void fill_row(const Plan& p, const uint64_t* packed, int64_t w, int64_t py, int8_t* planes) {
+  int8_t* dst = planes + (w * p.plane + py * p.Wp) * 64;
+  const int64_t iy = py - p.pad_h;
+  if (iy < 0 || iy >= p.H) {
+    std::memset(dst, 0, size_t(p.Wp * 64));
+    return;
+  }
+  const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
+  const uint64_t* src = packed + iy * p.W * p.cw + w;
+  for (int64_t x = 0; x < p.pad_w; ++x) _mm512_store_si512(dst + x * 64, zero);
+  int8_t* row = dst + p.pad_w * 64;
+  for (int64_t x = 0; x < p.W; ++x) _mm512_store_si512(row + x * 64, _mm512_mask_blend_epi8(src[x * p.cw], plus, minus));
+  for (int64_t x = p.pad_w + p.W; x < p.Wp; ++x) _mm512_store_si512(dst + x * 64, zero);
+}
+
+// The weights of output channels [16 cb, 16 cb + 16) as B tiles: for each word kk of their rows, 1 KB in the
+// VNNI order, row r = bytes 4r .. 4r + 3 (input channels 64 (kk mod cw) + 4r + i) of the 16 channels: the
+// 16 channels' sign bytes, transposed as 16 x 16 dwords. Bytes of input channels past C (the packed words'
+// padding bits) and of output channels past O are zero.
+void expand_weights(const uint64_t* w, int64_t cw, int64_t k_words, int64_t C, int64_t cb, int64_t O, int8_t* out) {
+  const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
+  const int64_t tail = C - 64 * (cw - 1);  // channels in the last word of a tap: 1 .. 64
+  const __mmask64 last = tail == 64 ? ~__mmask64(0) : (__mmask64(1) << tail) - 1;
+  int8_t* tiles = out + cb * k_words * 1024;
+  for (int64_t kk = 0, word = 0; kk < k_words; ++kk, word = word + 1 == cw ? 0 : word + 1) {
+    const __mmask64 valid = word == cw - 1 ? last : ~__mmask64(0);
+    __m512 r[16];
+    for (int n = 0; n < 16; ++n) {
+      const int64_t o = cb * 16 + n;
+      r[n] = o < O ? _mm512_castsi512_ps(_mm512_maskz_mov_epi8(valid, _mm512_mask_blend_epi8(w[o * k_words + kk], plus, minus)))
+                   : _mm512_castsi512_ps(zero);
+    }
+    transpose16(r);
+    for (int n = 0; n < 16; ++n) _mm512_store_ps(tiles + kk * 1024 + n * 64, r[n]);
+  }
+}
+
+// What the epilogue needs of one image.
+struct Image {
+  void* out;
+  const float* residual;
+  const float* partial;
+  const float* shortcut;
+};
+
+// Per-channel constants of a C tile's 16 channels, lane = channel (zero past O).
+struct Channels {
+  __m512 scale, bias, beta, gamma, zeta;
+  Channels(const TileJob& j, int64_t o0, __mmask16 live) {
+    const int64_t O = j.out_channels;
+    const float* rp = j.ep.rprelu;
+    scale = _mm512_maskz_loadu_ps(live, j.ep.scale + o0), bias = _mm512_maskz_loadu_ps(live, j.ep.bias + o0);
+    beta = rp ? _mm512_maskz_loadu_ps(live, rp + o0) : _mm512_setzero_ps();
+    gamma = rp ? _mm512_maskz_loadu_ps(live, rp + O + o0) : _mm512_setzero_ps();
+    zeta = rp ? _mm512_maskz_loadu_ps(live, rp + 2 * O + o0) : _mm512_setzero_ps();
+  }
+};
+
+// Epilogue, pass 1, on one C tile (16 positions x 16 channels, int32 rows at t): y = acc * scale + bias and
+// RPReLU with the channels in the lanes, then a transpose in place, so that row c holds channel c's 16
+// positions (the raw int32 accumulators for the accumulator output).
+inline void affine_transpose(int32_t* t, const Channels& ch, bool rprelu, bool accumulator_out) {
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(_mm512_load_si512(t + i * 16));
+  if (!accumulator_out) {
+    for (int i = 0; i < 16; ++i) {
+      __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_castps_si512(r[i])), ch.scale), ch.bias);
+      if (rprelu) {
+        const __m512 s = _mm512_sub_ps(y, ch.gamma);
+        const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
+        y = _mm512_add_ps(_mm512_mask_blend_ps(positive, _mm512_mul_ps(ch.beta, s), s), ch.zeta);
+      }
+      r[i] = y;
+    }
+  }
+  transpose16(r);
+  for (int i = 0; i < 16; ++i) _mm512_store_ps(reinterpret_cast<float*>(t + i * 16), r[i]);
+}
+
+// Epilogue, pass 2: output channel o over the batch's groups [g0, g0 + ng), its 16 values of group gi at
+// row + gi * stride: Hardtanh'ed residual, partial sum, post affine and shortcut with the positions in the
+// lanes, segment by segment, and the masked store, one contiguous run of each stream.
+void channel_run(const Plan& p, const TileJob& j, const Image& im, int64_t o, int64_t g0, int ng, const int32_t* row,
+                 int64_t stride, bool accumulator_out) {
+  const int64_t plane = p.out_plane, O = p.O;
+  const Group* groups = p.groups.data() + g0;
+  const Segment* segs = p.segs.data();
+  if (accumulator_out) {
+    int32_t* out = static_cast<int32_t*>(im.out) + o * plane;
+    for (int gi = 0; gi < ng; ++gi) {
+      const __m512i v = _mm512_load_si512(row + gi * stride);
+      for (int si = 0; si < groups[gi].nseg; ++si) {
+        const Segment& sg = segs[groups[gi].seg0 + si];
+        _mm512_mask_storeu_epi32(out + sg.at, sg.mask, v);
+      }
+    }
+    return;
+  }
+  const bool post = j.ep.post != nullptr;
+  const __m512 lo = _mm512_set1_ps(j.ep.clamp_residual ? -1.0f : -INFINITY);
+  const __m512 hi = _mm512_set1_ps(j.ep.clamp_residual ? 1.0f : INFINITY);
+  const __m512 post_scale = _mm512_set1_ps(post ? j.ep.post[o] : 1.0f);
+  const __m512 post_bias = _mm512_set1_ps(post ? j.ep.post[O + o] : 0.0f);
+  const float* res = im.residual ? im.residual + (o % j.ep.residual_channels) * plane : nullptr;
+  const float* partial = im.partial ? im.partial + o * plane : nullptr;
+  const float* shortcut = im.shortcut ? im.shortcut + o * plane : nullptr;
+  float* out = static_cast<float*>(im.out) + o * plane;
+  for (int gi = 0; gi < ng; ++gi) {
+    const __m512 y0 = _mm512_load_ps(reinterpret_cast<const float*>(row + gi * stride));
+    for (int si = 0; si < groups[gi].nseg; ++si) {
+      const Segment& sg = segs[groups[gi].seg0 + si];
+      const __mmask16 m = sg.mask;
+      __m512 y = y0;
+      if (res) y = _mm512_add_ps(y, _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_maskz_loadu_ps(m, res + sg.at))));
+      if (partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(m, partial + sg.at), y);
+      if (post) y = _mm512_add_ps(_mm512_mul_ps(y, post_scale), post_bias);
+      if (shortcut) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, shortcut + sg.at));
+      _mm512_mask_storeu_ps(out + sg.at, m, y);
+    }
+  }
+}
+
+// The tile products of NB (1 or 2) groups of outputs (A tiles from the word planes) against one pair of
+// channel groups (B tiles at b and b + the next 16 channels' tiles) over the whole k loop, word-major;
+// tile (group i, channel group h) stored at c + (2 i + h) * 256, 16 rows of 16 int32.
+template <int NB>
+void multiply(const Plan& p, const int8_t* b, const int8_t* planes, const Group* g, int32_t* c) {
+  const int64_t taps = int64_t(p.tap_off.size()), next_b = p.k_words * 1024;
+  _tile_zero(0);
+  _tile_zero(1);
+  if (NB == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t w = 0; w < p.cw; ++w) {
+    const int8_t* a0 = planes + (w * p.plane + g[0].base) * 64;
+    const int8_t* a1 = planes + (w * p.plane + g[NB - 1].base) * 64;
+    for (int64_t t = 0; t < taps; ++t) {
+      const int64_t kk = t * p.cw + w, off = p.tap_off[size_t(t)] * 64;
+      _tile_loadd(6, b + kk * 1024, 64);
+      _tile_loadd(7, b + next_b + kk * 1024, 64);
+      _tile_loadd(4, a0 + off, 64);
+      _tile_dpbssd(0, 4, 6);
+      _tile_dpbssd(1, 4, 7);
+      if (NB == 2) {
+        _tile_loadd(5, a1 + off, 64);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+      }
+    }
+  }
+  _tile_stored(0, c, 64);
+  _tile_stored(1, c + 256, 64);
+  if (NB == 2) {
+    _tile_stored(2, c + 512, 64);
+    _tile_stored(3, c + 768, 64);
+  }
+}
+
+// One work item: channel pair `pair` over groups [g0, g1), kBatchPairs group pairs at a time.
+void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* weights, const int8_t* planes,
+              int64_t pair, int64_t g0, int64_t g1, bool accumulator_out) {
+  static thread_local std::vector<Line> buffer(kBatchPairs * 4 * 16);
+  int32_t* c = reinterpret_cast<int32_t*>(buffer.data());
+  const int8_t* b = weights + pair * 2 * p.k_words * 1024;
+  const int64_t o0 = pair * kPairChannels;
+  const int nc = int(std::min<int64_t>(kPairChannels, p.O - o0));
+  const int nc0 = std::min(nc, 16), nc1 = nc - nc0;
+  const Channels ch0(j, o0, static_cast<__mmask16>((1u << nc0) - 1));
+  const Channels ch1(j, o0 + 16, static_cast<__mmask16>((1u << nc1) - 1));
+  const bool rprelu = j.ep.rprelu != nullptr;
+  for (int64_t bt = g0; bt < g1; bt += kBatchPairs * 2) {
+    const int ng = int(std::min<int64_t>(g1 - bt, kBatchPairs * 2));
+    for (int gi = 0; gi < ng; gi += 2) {
+      if (gi + 1 < ng) {
+        multiply<2>(p, b, planes, &p.groups[size_t(bt + gi)], c + gi * 512);
+      } else {
+        multiply<1>(p, b, planes, &p.groups[size_t(bt + gi)], c + gi * 512);
+      }
+    }
+    for (int gi = 0; gi < ng; ++gi) {
+      affine_transpose(c + gi * 512, ch0, rprelu, accumulator_out);
+      if (nc1 > 0) affine_transpose(c + gi * 512 + 256, ch1, rprelu, accumulator_out);
+    }
+    for (int oc = 0; oc < nc; ++oc)
+      channel_run(p, j, im, o0 + oc, bt, ng, c + (oc / 16) * 256 + (oc % 16) * 16, 512, accumulator_out);
+  }
+}
+
+template <class F>
+void run_parallel(ParallelFor parallel, int64_t n, F&& f) {
+  if (n <= 0) return;
+  parallel(n, &f, [](void* ctx, int64_t b, int64_t e) { (*static_cast<F*>(ctx))(b, e); });
+}
+
+// Buffers of one call, reused from call to call (as the driver's Scratch).
+struct AmxScratch {
+  std::vector<uint64_t> packed;
+  std::vector<Line> planes, weights;
+};
+
+AmxScratch& amx_scratch() {
+  static thread_local AmxScratch s;
+  return s;
+}
+
+template <class T>
+T* grown(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+bool amx_available() {
+  static const bool ok = [] {
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+    // Linux keeps the 8 KB tile state off until a process asks for it (ARCH_REQ_XCOMP_PERM, XTILEDATA).
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+}
+
+bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args) {
+  // Where the count dominates: rows of 9+ words (a 3 x 3 conv of 64+ channels) on 512+ output positions.
+  // Measured (docs/kernels.md) on 3 x 3 convs of 64-256 channels at 16 x 16 to 64 x 64: 1.1-1.6x faster than
+  // AVX-512; on 8 x 8 and 16 x 12 planes and on the 1 x 1 layers (where the float epilogue is the time and
+  // the tile order costs a transpose per 256 outputs) 0.6-0.9x, so those stay on AVX-512.
+  const int64_t k_words = s.kernel_h * s.kernel_w * words_for(s.in_channels);
+  return !s.transposed && s.stride_h == 1 && s.stride_w == 1 && args.branches == 1 && ep.residual_pool == 1 &&
+         (args.output == Output::kFloat || args.output == Output::kAccumulator) && k_words >= 9 &&
+         s.batch * s.out_h * s.out_w >= 512;
+}
+
+void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
+  const Plan p = make_plan(s);
+  AmxScratch& sc = amx_scratch();
+  const int64_t in_plane = s.in_h * s.in_w, blocks = 2 * p.pairs;
+  int8_t* weights = grown(sc.weights, size_t(blocks * p.k_words * 16))->bytes;
+  int8_t* planes = grown(sc.planes, size_t(p.cw * p.plane))->bytes;
+  run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
+    for (int64_t cb = b0; cb < b1; ++cb) expand_weights(args.weight, p.cw, p.k_words, s.in_channels, cb, p.O, weights);
+  });
+  // The slack past each padded image (read by dropped lanes only) is zeroed once per call.
+  for (int64_t w = 0; w < p.cw; ++w)
+    std::memset(planes + (w * p.plane + p.Hp * p.Wp) * 64, 0, size_t((p.plane - p.Hp * p.Wp) * 64));
+  // The epilogue reads these fields of a TileJob (as the other paths' epilogues do).
+  TileJob j;
+  j.out_channels = p.O, j.out_plane = p.out_plane, j.out_w = s.out_w, j.ep = ep;
+  const bool accumulator_out = args.output == Output::kAccumulator;
+  const int64_t n_groups = int64_t(p.groups.size());
+  // Work items: channel pairs x chunks of groups, at least 4 items where the groups allow (two threads).
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((4 + p.pairs - 1) / p.pairs, n_groups / 16));
+  const int64_t per_chunk = ((n_groups + chunks - 1) / chunks + 1) / 2 * 2;
+  const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride : ep.residual_channels * p.out_plane;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    const uint64_t* xp;
+    if (args.x_float) {
+      const float* x = args.x_float + n * (args.x_batch_stride ? args.x_batch_stride : s.in_channels * in_plane);
+      uint64_t* packed = grown(sc.packed, size_t(in_plane * p.cw));
+      run_parallel(parallel, (in_plane + 1023) / 1024, [&](int64_t c0, int64_t c1) {
+        kAvx512Kernels.pack(x, s.in_channels, in_plane, c0 * 1024, std::min(c1 * 1024, in_plane), packed);
+      });
+      xp = packed;
+    } else {
+      xp = args.x_packed + n * in_plane * p.cw;
+    }
+    run_parallel(parallel, p.cw * p.Hp, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) fill_row(p, xp, r / p.Hp, r % p.Hp, planes);
+    });
+    Image im;
+    im.out = accumulator_out ? static_cast<void*>(static_cast<int32_t*>(args.out) + n * p.O * p.out_plane)
+                             : static_cast<void*>(static_cast<float*>(args.out) + n * p.O * p.out_plane);
+    im.residual = ep.residual ? ep.residual + n * res_stride : nullptr;
+    im.partial = ep.partial ? ep.partial + n * p.O * p.out_plane : nullptr;
+    im.shortcut = ep.shortcut ? ep.shortcut + n * p.O * p.out_plane : nullptr;
+    run_parallel(parallel, p.pairs * chunks, [&](int64_t i0, int64_t i1) {
+      configure_tiles();
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t pair = i / chunks, chunk = i % chunks;
+        const int64_t g0 = chunk * per_chunk, g1 = std::min(n_groups, g0 + per_chunk);
+        if (g0 < g1) run_item(p, j, im, weights, planes, pair, g0, g1, accumulator_out);
+      }
+      _tile_release();
+    });
+  }
+}
+
+}  // namespace bidrn
