@@ -109,6 +109,7 @@ def load() -> ctypes.CDLL:
             lib.bidrn_kernels_supported_paths.restype = ctypes.c_char_p
             lib.bidrn_kernels_set_path.argtypes = [ctypes.c_char_p]
             lib.bidrn_binary_conv.restype = ctypes.c_char_p
+            lib.bidrn_kernels_amx_takes.argtypes = [ctypes.POINTER(ctypes.c_int64)]
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
             _handle = lib
     return _handle

@@ -200,14 +200,31 @@ AMX_SHAPES = [
 ]
 
 
+def amx_takes(kind: str, c: int, o: int, h: int, w: int, k: int, s: int, p: int, n: int = 2) -> bool:
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    shape = (ctypes.c_int64 * 13)(n, c, h, w, o, oh, ow, k, k, s, s, p, p)
+    return bool(kernel_library.load().bidrn_kernels_amx_takes(shape))
+
+
 @pytest.mark.parametrize("path", ["amx", "avx512"])
 def test_amx_shapes_are_bit_exact_against_the_reference(path):
     if path not in kernel_library.supported_paths():
         pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    if path == "amx":  # the shapes do run on the tile unit, not on the AVX-512 fallback
+        assert all(amx_takes(*spec) for spec in AMX_SHAPES)
     gen = torch.Generator().manual_seed(13)
     with kernel_library.using_path(path):
         for spec in AMX_SHAPES:
             assert_every_output_bit_exact(table_count_problem(gen, *spec), f"{path} {spec}")
+
+
+def test_amx_leaves_the_layers_where_it_measured_slower_to_avx512():
+    if "amx" not in kernel_library.supported_paths():
+        pytest.skip(f"this CPU has no amx (available: {kernel_library.supported_paths()})")
+    assert amx_takes("conv", 64, 64, 64, 64, 3, 1, 1)  # hand 3 x 3 at 64 x 64, batch 2
+    assert not amx_takes("conv", 64, 256, 64, 64, 1, 1, 0)  # FUR's 1 x 1: one word a row
+    assert not amx_takes("conv", 512, 512, 8, 8, 3, 1, 1)  # 128 output positions over the batch
+    assert not amx_takes("conv", 128, 128, 64, 64, 3, 2, 1)  # stride 2
 
 
 @pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)

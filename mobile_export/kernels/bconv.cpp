@@ -616,6 +616,17 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
 
 namespace {
 void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
+
+// The C API's shape13: batch, in_channels, in_h, in_w, out_channels, out_h, out_w, kernel_h, kernel_w,
+// stride_h, stride_w, pad_h, pad_w.
+bidrn::ConvShape shape_of(const int64_t* v, bool transposed) {
+  bidrn::ConvShape s;
+  s.batch = v[0], s.in_channels = v[1], s.in_h = v[2], s.in_w = v[3];
+  s.out_channels = v[4], s.out_h = v[5], s.out_w = v[6];
+  s.kernel_h = v[7], s.kernel_w = v[8], s.stride_h = v[9], s.stride_w = v[10], s.pad_h = v[11], s.pad_w = v[12];
+  s.transposed = transposed;
+  return s;
+}
 }  // namespace
 
 extern "C" {
@@ -640,14 +651,21 @@ const char* bidrn_kernels_supported_paths() {
   return list.c_str();
 }
 
+int bidrn_kernels_amx_takes(const int64_t* v) {
+#if defined(__x86_64__) && defined(BIDRN_AMX)
+  static const float zero = 0.0f;
+  bidrn::ConvArgs args{&zero, nullptr, nullptr, nullptr, bidrn::Output::kFloat};
+  return bidrn::path_supported(bidrn::Path::kAmx) && bidrn::amx_handles(shape_of(v, false), {}, args) ? 1 : 0;
+#else
+  (void)v;
+  return 0;
+#endif
+}
+
 const char* bidrn_binary_conv(const int64_t* v, int transposed, const float* x_float, const uint64_t* x_packed,
                               const uint64_t* weight, const float* scale, const float* bias, const float* rprelu,
                               int output, void* out) {
-  bidrn::ConvShape s;
-  s.batch = v[0], s.in_channels = v[1], s.in_h = v[2], s.in_w = v[3];
-  s.out_channels = v[4], s.out_h = v[5], s.out_w = v[6];
-  s.kernel_h = v[7], s.kernel_w = v[8], s.stride_h = v[9], s.stride_w = v[10], s.pad_h = v[11], s.pad_w = v[12];
-  s.transposed = transposed != 0;
+  const bidrn::ConvShape s = shape_of(v, transposed != 0);
   if (const char* err = bidrn::check_shape(s)) return err;
   bidrn::Epilogue ep{scale, bias, rprelu};
   bidrn::ConvArgs args{x_float, x_packed, weight, out, static_cast<bidrn::Output>(output)};

@@ -71,8 +71,9 @@ struct Kernels {
 constexpr int kMaxFusedBranches = 4;
 
 #if defined(__x86_64__) && defined(BIDRN_AMX)
-// The AMX path (bconv_amx.cpp, built where the compiler has AMX): whether the CPU has AMX-INT8 and Linux granted this process the tile state;
-// which calls it takes (plain convs, float input, float or accumulator output); the conv itself.
+// The AMX path (bconv_amx.cpp, built where the compiler has AMX): whether the CPU has AMX-INT8 and Linux
+// granted this process the tile state; which convs it takes (stride 1, rows of 9+ words, 512+ output
+// positions, float or accumulator output); the conv itself.
 bool amx_available();
 bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args);
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel);
