@@ -187,12 +187,6 @@ inline int64_t source_pixel(const ConvShape& s, const Phase& ph, int64_t j, int6
   return iy * s.in_w + ix;
 }
 
-template <class F>
-void run_parallel(ParallelFor parallel, int64_t n, F&& f) {
-  if (n <= 0) return;
-  parallel(n, &f, [](void* c, int64_t b, int64_t e) { (*static_cast<F*>(c))(b, e); });
-}
-
 // Work buffers of one call. They live in a thread_local Scratch reused from call to call: a fresh 200 KB
 // im2col buffer per call costs an mmap, page faults and zeroing (measured: 8% of the reference layer).
 struct PhaseBuffers {

@@ -333,12 +333,6 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
   }
 }
 
-template <class F>
-void run_parallel(ParallelFor parallel, int64_t n, F&& f) {
-  if (n <= 0) return;
-  parallel(n, &f, [](void* ctx, int64_t b, int64_t e) { (*static_cast<F*>(ctx))(b, e); });
-}
-
 // Buffers of one call, reused from call to call (as the driver's Scratch).
 struct AmxScratch {
   std::vector<uint64_t> packed;

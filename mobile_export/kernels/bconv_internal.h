@@ -92,6 +92,13 @@ extern const Kernels kNeonDotKernels;
 
 namespace {
 
+// Runs f(begin, end) over [0, n) through the caller's ParallelFor.
+template <class F>
+void run_parallel(ParallelFor parallel, int64_t n, F&& f) {
+  if (n <= 0) return;
+  parallel(n, &f, [](void* c, int64_t b, int64_t e) { (*static_cast<F*>(c))(b, e); });
+}
+
 // Pixels of a tile that have a masked-out (padding) tap: their offsets in the tile and their mask ids.
 // Usually a few per tile (the image border), so the correction is applied to them alone.
 struct BorderList {
