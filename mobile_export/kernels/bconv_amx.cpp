@@ -387,7 +387,7 @@ void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& arg
     std::memset(planes + (w * p.plane + p.Hp * p.Wp) * 64, 0, size_t((p.plane - p.Hp * p.Wp) * 64));
   // The epilogue reads these fields of a TileJob (as the other paths' epilogues do).
   TileJob j;
-  j.out_channels = p.O, j.out_plane = p.out_plane, j.out_w = s.out_w, j.ep = ep;
+  j.out_channels = p.O, j.ep = ep;
   const bool accumulator_out = args.output == Output::kAccumulator;
   const int64_t n_groups = int64_t(p.groups.size());
   // Work items: channel pairs x chunks of groups, at least 4 items where the groups allow (two threads).
