@@ -120,28 +120,30 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     weights and buffers are warm. Switching programs run by run instead costs a sub-millisecond program
     right after an 8 ms XNNPACK conv about 10% for several runs (measured on the binary reference layer:
     0.67, 0.61, 0.59 ms for the first three runs after the fp32 conv, 0.53 ms steady), an effect of the
-    switch, not of either kernel; short turns would fold it into the small program's time only."""
-    from executorch.runtime import Runtime
-
+    switch, not of either kernel; short turns would fold it into the small program's time only.
+    Each run is the program's execute alone (:func:`mobile_export.bench_model.load_forward`: no copy of the
+    outputs, the garbage collector off while timing)."""
     from mobile_export import kernel_library
+    from mobile_export.bench_model import load_forward, timing
 
-    methods = {name: Runtime.get().load_program(str(pte)).load_method("forward") for name, (pte, _) in programs.items()}
+    forwards = {name: load_forward(pte)[0] for name, (pte, _) in programs.items()}
     times: dict[str, list[float]] = {name: [] for name in programs}
     per_turn = {name: 3 for name in programs}
     start = time.perf_counter()
     first = True
-    while first or min(len(t) for t in times.values()) < rounds or time.perf_counter() - start < min_seconds:
-        for name, method in methods.items():
-            with kernel_library.using_path(programs[name][1] or kernel_library.active_path()):
-                for _ in range(3 if first else 1):  # warm-up: the very first runs are 1.3-3x slower
-                    method.execute([x])
-                for _ in range(per_turn[name]):
-                    t0 = time.perf_counter()
-                    method.execute([x])
-                    times[name].append(time.perf_counter() - t0)
-        if first:
-            per_turn = {name: max(3, min(50, int(TURN_SECONDS / statistics.median(t)))) for name, t in times.items()}
-        first = False
+    with timing():
+        while first or min(len(t) for t in times.values()) < rounds or time.perf_counter() - start < min_seconds:
+            for name, forward in forwards.items():
+                with kernel_library.using_path(programs[name][1] or kernel_library.active_path()):
+                    for _ in range(3 if first else 1):  # warm-up: the very first runs are 1.3-3x slower
+                        forward(x)
+                    for _ in range(per_turn[name]):
+                        t0 = time.perf_counter()
+                        forward(x)
+                        times[name].append(time.perf_counter() - t0)
+            if first:
+                per_turn = {name: max(3, min(50, int(TURN_SECONDS / statistics.median(t)))) for name, t in times.items()}
+            first = False
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 

@@ -2,7 +2,9 @@
 
 Latency: all programs load in one process (ExecuTorch's threadpool is sized before loading, so each thread
 count gets a fresh process), run ``warmup`` times each, then ``runs`` interleaved rounds (A, B, A, B, ...) so
-that load swings on a shared machine hit every program alike; median and p90 per program.
+that load swings on a shared machine hit every program alike; median and p90 per program. What is timed is
+the program's ``execute`` (:func:`load_forward`): the outputs are not copied into new tensors and Python's
+garbage collector is off while timing (:func:`timing`), as ``timeit`` does.
 Profile (``bidrn bench profile``): one program loaded with ExecuTorch's event tracer (ETDump); per event the
 median over the runs, summed by kind: XNNPACK operators by name ("Convolution (NHWC, F32) IGEMM"), portable
 kernels ("portable grid_sampler_2d"), and the bidrn:: ops by geometry ("bidrn::binary_conv2d 3x3/1 64->64
@@ -13,6 +15,8 @@ ExecuTorch libraries excluded, the program file, planned activations and delegat
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import re
@@ -48,21 +52,50 @@ def _input_for(method):
     return _input_for_shape(method.metadata.input_tensor_meta(0).sizes())
 
 
+def load_forward(path: str | Path):
+    """``(forward, input_sizes)`` of a .pte for timing: ``forward(x)`` runs the program's forward method on
+    one input tensor and drops the outputs where ExecuTorch left them.
+
+    ExecuTorch's pybindings module is used with ``clone_outputs=False``: the ``executorch.runtime`` API copies
+    every output into a freshly allocated tensor on every call, which is the harness's time, not the
+    program's (0.07 ms, 12 %, of the 0.6 ms binary reference layer with its 0.8 MB output; nothing measurable
+    on a whole model). The input is still copied into the program's planned input buffer, as any caller's
+    would be. Needs the kernel library loaded for programs with bidrn:: ops."""
+    from executorch.extension.pybindings import portable_lib
+
+    module = portable_lib._load_for_executorch(str(path))
+    sizes = tuple(module.method_meta("forward").input_tensor_meta(0).sizes())
+    return (lambda x: module.forward([x], clone_outputs=False)), sizes
+
+
+@contextlib.contextmanager
+def timing():
+    """Python's garbage collector off for a timed loop (as ``timeit`` does): a collection triggered by the
+    loop's own allocations otherwise lands inside whichever run is being timed."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _time_worker(paths: list[str], threads: int, runs: int, warmup: int) -> list[dict]:
     _setup(threads)
-    from executorch.runtime import Runtime
-
-    methods = [Runtime.get().load_program(p).load_method("forward") for p in paths]
-    inputs = [_input_for(m) for m in methods]
-    for method, x in zip(methods, inputs):
+    loaded = [load_forward(p) for p in paths]
+    forwards = [f for f, _ in loaded]
+    inputs = [_input_for_shape(sizes) for _, sizes in loaded]
+    for forward, x in zip(forwards, inputs):
         for _ in range(warmup):  # the first executes are 1.3-3x slower
-            method.execute([x])
+            forward(x)
     times: list[list[float]] = [[] for _ in paths]
-    for _ in range(runs):
-        for i, (method, x) in enumerate(zip(methods, inputs)):
-            t0 = time.perf_counter()
-            method.execute([x])
-            times[i].append((time.perf_counter() - t0) * 1e3)
+    with timing():
+        for _ in range(runs):
+            for i, (forward, x) in enumerate(zip(forwards, inputs)):
+                t0 = time.perf_counter()
+                forward(x)
+                times[i].append((time.perf_counter() - t0) * 1e3)
     return [{"median_ms": statistics.median(t), "p90_ms": statistics.quantiles(t, n=10)[-1],
              "min_ms": min(t), "mean_ms": statistics.fmean(t), "times_ms": t} for t in times]
 

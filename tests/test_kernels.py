@@ -354,3 +354,54 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     assert 1 / 1.5 < a["paired_speedup_vs"] < 1.5
     table = bench_model.format_table([a, b])
     assert "median of the rounds' ratios" in table and "(fastest runs)" in table
+
+
+def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
+    """`bidrn bench kernels --json` on the smallest BiDRN layer (BoxNet's binary Linear 256 -> 256): one
+    object per layer and thread count with the fields the issue names, every kernel path this CPU has, and
+    ratios that are the quotients of the listed times."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bidrn", "bench", "kernels", "--json", "--layers", "boxnet_linear_256",
+                           "--seconds", "0.05"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)
+    assert [r["layer"] for r in rows] == ["boxnet_linear_256"] and rows[0]["threads"] == 1
+    row = rows[0]
+    assert row["macs"] == 3 * 256 * 256  # one row per box (two hands, the face)
+    paths = [p for p in kernel_library.supported_paths() if p != "scalar"] or ["scalar"]
+    assert row["path"] in paths
+    for path in paths:
+        assert row[f"binary_ms_{path}"] > 0
+        assert row[f"fp32_over_{path}"] == pytest.approx(row["fp32_ms"] / row[f"binary_ms_{path}"])
+        assert row[f"int8_over_{path}"] == pytest.approx(row["int8_ms"] / row[f"binary_ms_{path}"])
+    assert row["binary_ms"] == row[f"binary_ms_{row['path']}"]
+    assert row["fp32_ratio"] == pytest.approx(row["fp32_ms"] / row["binary_ms"])
+
+
+def test_bench_kernels_names_the_known_layers_when_given_an_unknown_one():
+    from mobile_export import bench_kernels
+
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['nope'\]; known: \['ref3x3_256_28'"):
+        bench_kernels.run(["nope"], [1], None, 0.05, log=lambda msg: None)
+
+
+def test_timed_forward_returns_the_program_outputs_without_copying_them(tmp_path):
+    """bench_model.load_forward (what both benchmarks time) runs the program: its outputs equal the eager
+    model's, and they are ExecuTorch's own buffers (the same storage on every call), not fresh copies."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from mobile_export import bench_model
+
+    model, x = LayerChain().eval(), torch.randn(1, 13, 11, 9)
+    pte = tmp_path / "chain.pte"
+    pte.write_bytes(to_edge_transform_and_lower(torch.export.export(model, (x,))).to_executorch().buffer)
+    kernel_library.load()
+    forward, sizes = bench_model.load_forward(pte)
+    assert sizes == (1, 13, 11, 9)
+    first = forward(x)[0]
+    assert torch.equal(first, model(x))
+    second = forward(x)[0]
+    assert second.data_ptr() == first.data_ptr()
