@@ -214,7 +214,7 @@ inline void affine_transpose(int32_t* t, const Channels& ch, bool rprelu, bool a
       if (rprelu) {
         const __m512 s = _mm512_sub_ps(y, ch.gamma);
         const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
-        y = _mm512_add_ps(_mm512_mask_blend_ps(positive, _mm512_mul_ps(ch.beta, s), s), ch.zeta);
+        y = _mm512_add_ps(_mm512_mask_mul_ps(s, static_cast<__mmask16>(~positive), ch.beta, s), ch.zeta);
       }
       r[i] = y;
     }
