@@ -785,8 +785,8 @@ def share_shortcut_storage(graph_module: torch.fx.GraphModule) -> int:
     ``_share_alloc_with_arg_idx`` (the output's storage is that argument's, the argument's lifetime extended
     to the output's). Taken only where it is safe for every kernel path: bidrn::binary_conv2d with one
     branch and a float output of the shortcut's shape and dtype; the shortcut made by an operator (not an
-    input, constant or view), read by no later node and not the graph's output, and not also the op's
-    input, residual or partial. Each kernel reads a shortcut element only to compute the output element at
+    input, constant or view), read by no later node, viewed by none and not the graph's output, and not
+    also the op's input, residual or partial. Each kernel reads a shortcut element only to compute the output element at
     the same place (docs/kernels.md, "Semantics")."""
     from executorch.exir.dialects._ops import ops as exir_ops
 
@@ -812,6 +812,9 @@ def share_shortcut_storage(graph_module: torch.fx.GraphModule) -> int:
                 or val.dtype != torch.float32 or out_val.dtype != torch.float32 or tuple(val.shape) != tuple(out_val.shape):
             continue
         if any(user.op == "output" or order[user] > order[node] for user in shortcut.users):
+            continue
+        # A view of the shortcut (ExecuTorch plans it into the shortcut's storage) may be read after the op.
+        if any(user is not node and any(v in str(user.target) for v in views) for user in shortcut.users):
             continue
         node.meta["_share_alloc_with_arg_idx"] = _SHORTCUT_ARG
         count += 1
