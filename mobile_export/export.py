@@ -399,6 +399,7 @@ class ConversionStats:
     phased_deconvs: int = 0  # full-precision transposed convs run as one conv per output phase (deconv.py)
     space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
     subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
+    shared_shortcuts: int = 0  # block outputs written over their shortcut (share_shortcut_storage, at lowering)
     binary_weight_bytes: int = 0
 
 
@@ -501,8 +502,8 @@ class ExportReport:
                          f"ratio {self.reference['ratio']:.3f} ({100 * self.reference['ratio']:.1f}%)")
         s = self.stats
         lines.append(f"folded: {s.get('folded_bn', 0)} BN, {s.get('folded_activation', 0)} activations; "
-                     f"{s.get('packed_links', 0)} packed-sign links; binary weights "
-                     f"{s.get('binary_weight_bytes', 0) / 1e6:.2f} MB")
+                     f"{s.get('packed_links', 0)} packed-sign links; {s.get('shared_shortcuts', 0)} block outputs "
+                     f"over their shortcut; binary weights {s.get('binary_weight_bytes', 0) / 1e6:.2f} MB")
         if self.ops_outside_xnnpack:
             lines.append("outside XNNPACK: " + ", ".join(f"{k} x{v}" for k, v in
                                                          sorted(self.ops_outside_xnnpack.items())))
@@ -822,7 +823,7 @@ def share_shortcut_storage(graph_module: torch.fx.GraphModule) -> int:
 
 
 def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Tensor | tuple,
-                 out: str | Path) -> dict[str, int]:
+                 out: str | Path, stats: ConversionStats | None = None) -> dict[str, int]:
     """XNNPACK partition -> ExecuTorch program -> ``out``; returns the ops left outside XNNPACK.
     A module is exported first with example input(s) ``x``."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -833,7 +834,9 @@ def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Ten
     drop_unit_reductions(program)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     depth_first_order(edge.exported_program().graph_module)
-    share_shortcut_storage(edge.exported_program().graph_module)
+    shared = share_shortcut_storage(edge.exported_program().graph_module)
+    if stats is not None:
+        stats.shared_shortcuts = shared
     outside = _ops_outside_delegate(edge.exported_program().graph_module)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -957,7 +960,7 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
         calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
         program = _export_program(_quantize_int8(program, calib), x, cfg.name, log)
     log("lowering to XNNPACK")
-    outside = save_program(program, x, out)
+    outside = save_program(program, x, out, stats)
     report = ExportReport(
         model=cfg.name, path=str(out), bytes=out.stat().st_size, int8=int8, input_shape=list(x.shape),
         outputs=list(eager), output_shapes={k: list(v.shape) for k, v in eager.items()},

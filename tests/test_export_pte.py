@@ -65,6 +65,11 @@ def test_bidrn_tiny_exports_with_every_binary_layer_on_the_bidrn_ops(tiny_export
     assert report.stats["binary_layers"] == binary == 70
     # 65 LCR branch RPReLUs + BoxNet deconv2's ReLU + 3 size-MLP ReLUs; 2 BoxNet BNs; deconv1 -> deconv2.
     assert (report.stats["folded_activation"], report.stats["folded_bn"], report.stats["packed_links"]) == (69, 2, 1)
+    # Every BiDRB block's last op writes over its shortcut: one block per stage, 4 stages x 3 encoders.
+    from bidrn.models.resnet import _BiDRB
+
+    blocks = sum(1 for m in model.modules() if isinstance(m, _BiDRB))
+    assert report.stats["shared_shortcuts"] == blocks == 12
     assert "binary_conv2d" in report.ops_outside_xnnpack and "convolution" not in report.ops_outside_xnnpack
     assert {"vertices", "joints", "joint_proj"} <= set(report.outputs)
 
