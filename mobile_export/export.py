@@ -764,14 +764,24 @@ def depth_first_order(graph_module: torch.fx.GraphModule) -> None:
     graph_module.recompile()
 
 
-# Position of `shortcut` in bidrn::binary_conv2d's schema (mobile_export/ops.py), and of the arguments that
-# must not be the same tensor as it when the output takes its storage.
-_SHORTCUT_ARG, _OUTPUT_ARG, _BRANCHES_ARG = 17, 9, 19
-_OTHER_TENSOR_ARGS = (0, 10, 16)  # x, residual, partial
+# Ops whose output is planned into their input's storage by ExecuTorch (views), by edge-dialect name.
+_VIEW_OPS = ("aten.view_copy", "aten.permute_copy", "aten.slice_copy", "aten.select_copy", "aten.expand_copy",
+             "aten.squeeze_copy", "aten.unsqueeze_copy", "aten.alias_copy", "aten.t_copy", "aten.transpose_copy")
 
 
-def _schema_arg(node: torch.fx.Node, index: int, default):
-    return node.args[index] if len(node.args) > index else default
+def _is_view(node: torch.fx.Node) -> bool:
+    return any(v in str(node.target) for v in _VIEW_OPS)
+
+
+def _op_arg(node: torch.fx.Node, name: str):
+    """Argument `name` of a call by the op's schema: positional, keyword, or the schema's default."""
+    schema = node.target._schema
+    for i, arg in enumerate(schema.arguments):
+        if arg.name == name:
+            if i < len(node.args):
+                return node.args[i]
+            return node.kwargs.get(name, arg.default_value if arg.has_default_value() else None)
+    raise KeyError(f"{schema.name} has no argument {name!r}")
 
 
 def share_shortcut_storage(graph_module: torch.fx.GraphModule) -> int:
@@ -782,42 +792,38 @@ def share_shortcut_storage(graph_module: torch.fx.GraphModule) -> int:
     per output element, right before it writes that element, and nothing reads the shortcut after the op
     (the block's FDR read x before). Writing y into x's memory then saves the write stream its
     read-for-ownership: a 64 -> 256 FUR moves 26 MB at batch 2 and 64 x 64, 8 MB of it that read
-    (docs/export.md). ExecuTorch's memory planner shares the storage when the op node carries
-    ``_share_alloc_with_arg_idx`` (the output's storage is that argument's, the argument's lifetime extended
+    (docs/export.md, item 9). ExecuTorch's memory planner shares the storage when the op node carries
+    ``_share_alloc_with_arg_idx`` (the output's storage is that positional argument's, its lifetime extended
     to the output's). Taken only where it is safe for every kernel path: bidrn::binary_conv2d with one
-    branch and a float output of the shortcut's shape and dtype; the shortcut made by an operator (not an
-    input, constant or view), read by no later node, viewed by none and not the graph's output, and not
-    also the op's input, residual or partial. Each kernel reads a shortcut element only to compute the output element at
-    the same place (docs/kernels.md, "Semantics")."""
+    branch and a float output of the shortcut's shape and dtype; the shortcut a positional argument made by
+    an operator (not an input, constant or view), read by no later node, viewed by none, not the graph's
+    output, and not also the op's input, residual or partial. Every kernel reads a shortcut element only to
+    compute the output element at the same place."""
     from executorch.exir.dialects._ops import ops as exir_ops
 
     target = exir_ops.edge.bidrn.binary_conv2d.default
-    views = {"aten.view_copy", "aten.permute_copy", "aten.slice_copy", "aten.select_copy", "aten.expand_copy",
-             "aten.squeeze_copy", "aten.unsqueeze_copy", "aten.alias_copy", "aten.t_copy", "aten.transpose_copy"}
+    shortcut_index = [a.name for a in target._schema.arguments].index("shortcut")
     order = {n: i for i, n in enumerate(graph_module.graph.nodes)}
     count = 0
     for node in graph_module.graph.nodes:
-        if node.op != "call_function" or node.target != target:
+        if node.op != "call_function" or node.target != target or len(node.args) <= shortcut_index:
             continue
-        shortcut = _schema_arg(node, _SHORTCUT_ARG, None)
-        if not isinstance(shortcut, torch.fx.Node) or shortcut.op != "call_function":
+        shortcut = node.args[shortcut_index]
+        if not isinstance(shortcut, torch.fx.Node) or shortcut.op != "call_function" or _is_view(shortcut):
             continue
-        if _schema_arg(node, _OUTPUT_ARG, 0) != 0 or _schema_arg(node, _BRANCHES_ARG, 1) != 1:
+        if _op_arg(node, "output") != 0 or _op_arg(node, "branches") != 1:
             continue
-        if any(_schema_arg(node, i, None) is shortcut for i in _OTHER_TENSOR_ARGS):
-            continue
-        if any(v in str(shortcut.target) for v in views):  # a view's storage is another tensor's
+        if any(_op_arg(node, name) is shortcut for name in ("x", "residual", "partial")):
             continue
         val, out_val = shortcut.meta.get("val"), node.meta.get("val")
         if not isinstance(val, torch.Tensor) or not isinstance(out_val, torch.Tensor) \
                 or val.dtype != torch.float32 or out_val.dtype != torch.float32 or tuple(val.shape) != tuple(out_val.shape):
             continue
-        if any(user.op == "output" or order[user] > order[node] for user in shortcut.users):
+        # Read later, returned, or viewed (a view lives in the shortcut's storage and may be read later).
+        if any(user.op == "output" or order[user] > order[node] or (user is not node and _is_view(user))
+               for user in shortcut.users):
             continue
-        # A view of the shortcut (ExecuTorch plans it into the shortcut's storage) may be read after the op.
-        if any(user is not node and any(v in str(user.target) for v in views) for user in shortcut.users):
-            continue
-        node.meta["_share_alloc_with_arg_idx"] = _SHORTCUT_ARG
+        node.meta["_share_alloc_with_arg_idx"] = shortcut_index
         count += 1
     return count
 
