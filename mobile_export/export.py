@@ -798,7 +798,9 @@ def share_shortcut_storage(graph_module: torch.fx.GraphModule) -> int:
     branch and a float output of the shortcut's shape and dtype; the shortcut a positional argument made by
     an operator (not an input, constant or view), read by no later node, viewed by none, not the graph's
     output, and not also the op's input, residual or partial. Every kernel reads a shortcut element only to
-    compute the output element at the same place."""
+    compute the output element at the same place (selftest.cpp runs such calls on every path, NEON under
+    qemu). One branch only: the scalar and NEON FDR paths sum the branches in the output buffer before the
+    shortcut is added, so an FDR op with its shortcut there would read its own partial sums."""
     from executorch.exir.dialects._ops import ops as exir_ops
 
     target = exir_ops.edge.bidrn.binary_conv2d.default

@@ -203,7 +203,7 @@ std::vector<float> random_floats(std::mt19937& rng, size_t n) {
 float hardtanh(float r, bool clamp) { return clamp ? (r < -1.0f ? -1.0f : r > 1.0f ? 1.0f : r) : r; }
 
 // One plain conv case with a random subset of RPReLU, residual (clamped or not, or 2 x 2-pooled at stride 2),
-// partial sum, post affine and shortcut, checked against
+// partial sum, post affine and shortcut (read from its own buffer or from the output buffer), checked against
 //   y = RPReLU(scale acc + bias); y = y + r; y = partial + y; y = y * ps + pb; y = y + shortcut.
 std::string check_fused(const Case& c, const std::vector<int32_t>& want, std::mt19937& rng) {
   const ConvShape& s = c.s;
@@ -227,8 +227,13 @@ std::string check_fused(const Case& c, const std::vector<int32_t>& want, std::mt
   }
   if (with_partial) ep.partial = partial.data();
   if (with_post) ep.post = post.data();
-  if (with_shortcut) ep.shortcut = shortcut.data();
+  // Output over the shortcut (the export's share_shortcut_storage): the output buffer starts as a copy of
+  // the shortcut and is passed as both. Only one-branch convs are planned so: the scalar and NEON FDR
+  // paths sum the branches in the output buffer, so an FDR call must not have its shortcut there.
+  const bool in_place = with_shortcut && coin();
   std::vector<float> y(want.size());
+  if (in_place) y = shortcut;
+  if (with_shortcut) ep.shortcut = in_place ? y.data() : shortcut.data();
   bidrn::binary_conv(s, ep, {c.x.data(), nullptr, c.w_packed.data(), y.data(), bidrn::Output::kFloat}, serial_for);
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t o = 0; o < O; ++o)
@@ -251,8 +256,8 @@ std::string check_fused(const Case& c, const std::vector<int32_t>& want, std::mt
         if (with_shortcut) e = e + shortcut[i];
         if (!same_float(e, y[i])) {
           static char msg[160];
-          std::snprintf(msg, sizeof msg, "fused float output differs (rprelu %d residual %d pooled %d clamp %d partial %d post %d shortcut %d)",
-                        rprelu, with_residual, pooled, ep.clamp_residual, with_partial, with_post, with_shortcut);
+          std::snprintf(msg, sizeof msg, "fused float output differs (rprelu %d residual %d pooled %d clamp %d partial %d post %d shortcut %d in place %d)",
+                        rprelu, with_residual, pooled, ep.clamp_residual, with_partial, with_post, with_shortcut, in_place);
           return msg;
         }
       }
