@@ -39,7 +39,7 @@ from torch import nn
 
 from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
 from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
-from mobile_export.deconv import phase_transposed_convs
+from mobile_export.deconv import fold_into_phases, phase_transposed_convs
 from mobile_export.stems import space_to_depth_stems
 from mobile_export import ops
 
@@ -397,6 +397,7 @@ class ConversionStats:
     fused_lcr: int = 0  # LCR modules run with their residual add and BN in the binary op's epilogue
     fused_block_residuals: int = 0  # BiDRB block residual adds (eq. 11) run in the last op's epilogue
     phased_deconvs: int = 0  # full-precision transposed convs run as one conv per output phase (deconv.py)
+    phase_folded_bn: int = 0  # BNs (with a ReLU after them) folded into those phase convs (deconv.py)
     space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
     subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
     shared_shortcuts: int = 0  # block outputs written over their shortcut (share_shortcut_storage, at lowering)
@@ -931,6 +932,7 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
         model.attach_body_model(body_model)
     stats = convert_binary_layers(model.eval())
     stats.phased_deconvs = phase_transposed_convs(model)
+    stats.phase_folded_bn = fold_into_phases(model)
     if space_to_depth:
         stats.space_to_depth_convs = space_to_depth_stems(model)
     if hasattr(model, "crop_op"):
