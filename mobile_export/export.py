@@ -657,8 +657,9 @@ def batch_norms_to_affine(graph_module: torch.fx.GraphModule) -> int:
     """Rewrite each eval BatchNorm that does not directly follow a conv as x * s + t (:class:`ChannelAffine`'s
     arithmetic), in place; returns how many.
 
-    ``prepare_pt2e`` folds a BN into the conv it follows and leaves the others (BoxNet's input norm, the BN
-    after a phase-decomposed deconv); one left makes ``convert_pt2e`` run its QAT conv-BN folding, which
+    ``prepare_pt2e`` folds a BN into the conv it follows and leaves the others (BoxNet's input norm; the BN
+    after a phase-decomposed deconv is folded into its phase convs before this, by
+    :func:`mobile_export.deconv.fold_into_phases`); one left makes ``convert_pt2e`` run its QAT conv-BN folding, which
     traces 96 patterns to find nothing (20 s of bidrn-tiny's int8 export), and XNNPACK would run it as an fp32
     1 x 1 depthwise conv in NHWC."""
     from torchao.quantization.pt2e.utils import _is_conv_or_conv_transpose_node  # what prepare_pt2e folds into
