@@ -58,7 +58,7 @@ def _export(args) -> int:
         reference = args.reference or Path("out/export") / f"{twin}.pte"
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     report = export.export_pte(model, out, int8=args.int8, body_model=not args.no_body_model, reference=reference,
-                               log=log)
+                               int8_block_residuals=not args.xnnpack_block_residuals, log=log)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0
 
@@ -89,6 +89,8 @@ def _add_export(subparsers) -> None:
     p.add_argument("--format", choices=["pte", "coreml"], default="pte", help="output format (default pte)")
     p.add_argument("--out", required=True, help="output .pte path (a report lands next to it as OUT.json)")
     p.add_argument("--int8", action="store_true", help="quantize the full-precision parts to int8 (PT2E, XNNPACK)")
+    p.add_argument("--xnnpack-block-residuals", action="store_true",
+                   help="with --int8: leave the block residuals' 1x1 convs to XNNPACK instead of bidrn::int8_pointwise")
     p.add_argument("--model", help="model name for a checkpoint that does not record it")
     p.add_argument("--no-body-model", action="store_true", help="leave the SMPL-X layer (mesh outputs) out")
     p.add_argument("--reference", help="full-precision .pte to compare bytes with; exported there if missing "

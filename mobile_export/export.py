@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
 from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
@@ -400,6 +401,7 @@ class ConversionStats:
     phase_folded_bn: int = 0  # BNs (with a ReLU after them) folded into those phase convs (deconv.py)
     space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
     subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
+    int8_block_residuals: int = 0  # block-residual 1 x 1 convs run as bidrn::int8_pointwise (Int8Pointwise)
     shared_shortcuts: int = 0  # block outputs written over their shortcut (share_shortcut_storage, at lowering)
     binary_weight_bytes: int = 0
 
@@ -916,6 +918,105 @@ def subsample_block_residuals(model: nn.Module) -> int:
     return count
 
 
+def _observer_of(spec) -> nn.Module:
+    """The observer a PT2E QuantizationSpec describes, made as prepare_pt2e makes it (dtype, range and scheme
+    from the spec, the rest from its constructor's partial arguments)."""
+    kwargs = dict(dtype=spec.dtype, quant_min=spec.quant_min, quant_max=spec.quant_max, qscheme=spec.qscheme)
+    if spec.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
+        kwargs["ch_axis"] = spec.ch_axis
+    return spec.observer_or_fake_quant_ctr(**kwargs)
+
+
+class Int8Pointwise(nn.Module):
+    """A block residual of eq. 11 (1 x 1 conv + BN at a stage's first block, full precision in the paper) as
+    ``bidrn::int8_pointwise`` under ``--int8``: int8 per-tensor activations and int8 per-channel weights, as
+    XNNPACK's int8 conv ran it, with the float output straight out of the op (no int8 output requantization)
+    and none of the delegate's quantize, NHWC transpose, dequantize and NCHW transpose around the conv.
+
+    The quantization parameters come from the XNNPACK quantizer's own configuration (the one
+    :func:`_quantize_int8` uses for every other conv): a HistogramObserver on the conv's input over the
+    calibration images, per-channel symmetric weights in [-127, 127] after the BN is folded. Until
+    :meth:`freeze` the module runs the float conv and observes its input."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, stride: tuple[int, int] | None = None):
+        super().__init__()
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+        from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+        if conv.kernel_size != (1, 1) or conv.padding != (0, 0) or conv.groups != 1 or conv.dilation != (1, 1):
+            raise UnsupportedLayerError(f"Int8Pointwise takes a 1 x 1 conv without padding, groups or dilation, "
+                                        f"got {conv}")
+        w, b = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
+        if bn is not None:
+            w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        elif b is None:
+            b = torch.zeros(w.shape[0])
+        self.register_buffer("weight_float", w.detach().flatten(1).clone())
+        self.register_buffer("bias", b.detach().clone().float())
+        self.stride = tuple(stride or conv.stride)
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        self._observer = _observer_of(config.input_activation)
+        self._weight_observer = _observer_of(config.weight)
+        self._weight_spec = config.weight
+        self.frozen = False
+
+    def forward(self, x):
+        if not self.frozen:
+            xs = x[:, :, ::self.stride[0], ::self.stride[1]]
+            self._observer(xs.detach())
+            return F.conv2d(xs, self.weight_float[:, :, None, None], self.bias)
+        return torch.ops.bidrn.int8_pointwise(x, self.weight, self.weight_sum, self.scale, self.bias,
+                                              self.input_scale_inv, self.input_zero_point, list(self.stride))
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Quantization parameters from what the observer saw; then the module runs the op."""
+        if self._observer.min_val.numel() == 0 or not torch.isfinite(self._observer.min_val):
+            raise ExportError("Int8Pointwise.freeze: no calibration input was observed (run the model on the "
+                              "calibration images first)")
+        x_scale, x_zp = self._observer.calculate_qparams()
+        self._weight_observer(self.weight_float)
+        w_scale, w_zp = self._weight_observer.calculate_qparams()
+        spec = self._weight_spec  # as convert_pt2e quantizes a conv's weight
+        weight = torch.ops.quantized_decomposed.quantize_per_channel(
+            self.weight_float, w_scale, w_zp, 0, spec.quant_min, spec.quant_max, spec.dtype)
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("weight_sum", weight.to(torch.int32).sum(1, dtype=torch.int32))
+        self.register_buffer("scale", (x_scale.float() * w_scale.float()).contiguous())
+        self.input_scale_inv = float(torch.tensor(1.0, dtype=torch.float32) / x_scale.float())
+        self.input_zero_point = int(x_zp)
+        # Only the int8 weights travel into the program.
+        del self.weight_float, self._observer, self._weight_observer, self._weight_spec
+        self.frozen = True
+
+
+def quantize_block_residuals(model: nn.Module, calibration: list[torch.Tensor]) -> int:
+    """Every fused BiDRN block's 1 x 1 conv (+ BN) block residual becomes a calibrated :class:`Int8Pointwise`;
+    returns how many. The calibration images run through the float model once."""
+    found = []
+    for block in model.modules():
+        if not isinstance(block, FusedBlock) or not isinstance(block.block_residual, nn.Sequential):
+            continue
+        layers = list(block.block_residual)
+        if not 1 <= len(layers) <= 2 or (len(layers) == 2 and not _is_bn(layers[1])):
+            continue
+        first = layers[0]
+        conv, stride = (first.conv, first.stride) if isinstance(first, SubsampledPointwise) else (first, None)
+        if type(conv) is not nn.Conv2d or conv.kernel_size != (1, 1) or conv.padding != (0, 0) or conv.groups != 1:
+            continue
+        found.append((block, Int8Pointwise(conv, layers[1] if len(layers) == 2 else None, stride)))
+    if not found:
+        return 0
+    for block, module in found:
+        block.block_residual = module
+    with torch.no_grad():
+        for img in calibration:
+            model(img)
+    for _, module in found:
+        module.freeze()
+    return len(found)
+
+
 def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
                        space_to_depth: bool = False, image_at_a_time: bool = False) -> tuple[nn.Module, ConversionStats]:
     """An eval copy of the network with the body model attached (default layer if True) and binary layers
@@ -950,7 +1051,8 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
 
 def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = False, body_model: bool | nn.Module = True,
                reference: str | Path | None = None, calibration_images: int = 4,
-               model_name: str | None = None, image_at_a_time: bool = False, log=lambda msg: None) -> ExportReport:
+               model_name: str | None = None, image_at_a_time: bool = False, int8_block_residuals: bool = True,
+               log=lambda msg: None) -> ExportReport:
     """Export to ``out`` (.pte) and write ``out``.json; returns the report.
 
     reference: a full-precision .pte to compare bytes with; exported from :func:`full_precision_twin` if the
@@ -965,10 +1067,13 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     x = example_image(cfg)
     with torch.no_grad():
         eager = model(x)
+    calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
+    if int8 and int8_block_residuals:
+        log("int8: block residuals as bidrn::int8_pointwise")
+        stats.int8_block_residuals = quantize_block_residuals(model, calib)
     program = _export_program(model, x, cfg.name, log)
     if int8:
         log("int8: PT2E calibration")
-        calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
         program = _export_program(_quantize_int8(program, calib), x, cfg.name, log)
     log("lowering to XNNPACK")
     outside = save_program(program, x, out, stats)
@@ -997,7 +1102,8 @@ def _reference_size(cfg, path: Path, body_model, log) -> dict:
 
 # ---------------------------------------------------------------- running
 
-_OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align", "subsample")
+_OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align", "subsample",
+            "int8_pointwise")
 
 
 def check_ops_version(path: str | Path) -> None:

@@ -111,6 +111,9 @@ def load() -> ctypes.CDLL:
             lib.bidrn_binary_conv.restype = ctypes.c_char_p
             lib.bidrn_kernels_amx_takes.argtypes = [ctypes.POINTER(ctypes.c_int64)]
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
+            lib.bidrn_int8_pointwise.restype = ctypes.c_char_p
+            lib.bidrn_int8_pointwise.argtypes = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
+                ctypes.c_float, ctypes.c_int32, ctypes.c_void_p]
             _handle = lib
     return _handle
 

@@ -41,8 +41,9 @@ from torch.nn import functional as F
 # Version of the bidrn:: op schemas. A .pte stores its ops' arguments by position, so a program exported for
 # other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
 # loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
-# 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`. A new op (bidrn::subsample) changes no
-# existing schema and needs no new number: an older library refuses such a program at load (missing operator).
+# 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`. A new op (bidrn::subsample,
+# bidrn::int8_pointwise) changes no existing schema and needs no new number: an older library refuses such a
+# program at load (missing operator).
 OPS_VERSION = 3
 
 
@@ -336,6 +337,37 @@ def resize(x, size, mode: str = "nearest"):
     return F.interpolate(x, size=size, mode=mode)
 
 
+# ---------------------------------------------------------------- int8 pointwise (the int8 block residual)
+
+def quantize_int8_reference(x, input_scale_inv: float, input_zero_point: int) -> torch.Tensor:
+    """int8_pointwise's activation quantization: clamp(round_half_even(x * input_scale_inv) + zero_point,
+    -128, 127), with NaN read as 0 and the product clamped to +-256 first (float32 throughout)."""
+    v = x.float() * torch.tensor(input_scale_inv, dtype=torch.float32)
+    v = torch.nan_to_num(v, nan=0.0).clamp(-256.0, 256.0)
+    return (torch.round(v) + input_zero_point).clamp(-128, 127).to(torch.int8)
+
+
+def int8_pointwise_reference(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, stride):
+    """``bidrn::int8_pointwise``: a 1 x 1 conv of stride s without padding on int8 activations and weights.
+
+        q[c, p]   = quantize_int8_reference(x[c, s_h i, s_w j])
+        acc[o, p] = sum_c weight[o, c] q[c, p] - zero_point * weight_sum[o]        (exact integers)
+        y[o, p]   = float(acc) * scale[o] + bias[o]                              (two float32 roundings)
+
+    ``weight`` is int8 O x C, ``weight_sum`` int32 O (sum_c weight[o, c], stored at export), ``scale`` the
+    input scale times each output channel's weight scale. The export uses it for the block residual of
+    eq. 11 under ``--int8`` (export.Int8Pointwise); mobile_export/kernels/int8_pointwise.h is the C++ side."""
+    q = quantize_int8_reference(x[:, :, ::stride[0], ::stride[1]], input_scale_inv, input_zero_point)
+    # float64 sums of int8 products are exact (|acc| < 2^31 << 2^53).
+    raw = torch.einsum("oc,nchw->nohw", weight.double(), q.double())
+    acc = (raw.to(torch.int64) - input_zero_point * weight_sum.to(torch.int64).view(1, -1, 1, 1)).to(torch.int32)
+    return acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+
+
+def int8_pointwise_fake(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, stride):
+    return x.new_empty((x.shape[0], weight.shape[0], -(-x.shape[2] // stride[0]), -(-x.shape[3] // stride[1])))
+
+
 # ---------------------------------------------------------------- registration
 
 _LAYER_ARGS = "Tensor x, Tensor weight, Tensor scale, Tensor bias, Tensor? rprelu"
@@ -352,6 +384,8 @@ SCHEMAS = {
     "roi_align": "Tensor features, Tensor boxes, int[2] output_size, float spatial_scale=1.0, int sampling_ratio=1, "
                  "bool aligned=False, bool mirror=False",
     "subsample": "Tensor x, int[2] stride",
+    "int8_pointwise": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, float input_scale_inv, "
+                      "int input_zero_point, int[2] stride",
 }
 _KERNELS = {
     "binary_conv2d": (binary_conv2d_reference, binary_conv2d_fake),
@@ -360,6 +394,7 @@ _KERNELS = {
     "pack_signs": (pack_signs_reference, pack_signs_fake),
     "roi_align": (roi_align_reference, roi_align_fake),
     "subsample": (subsample_reference, subsample_fake),
+    "int8_pointwise": (int8_pointwise_reference, int8_pointwise_fake),
 }
 
 _LIB = torch.library.Library("bidrn", "DEF")

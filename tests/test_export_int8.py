@@ -1,6 +1,7 @@
 """The --int8 export (mobile_export/export.py): every full-precision conv (phase convs of the decomposed deconv
-included) and linear of bidrn-tiny runs as an XNNPACK int8 op, the bidrn:: ops stay 1-bit, and the outputs stay
-within int8's error of eager without costing accuracy. Tolerances: docs/export.md ("int8")."""
+included) and linear of bidrn-tiny runs as an XNNPACK int8 op, except the block residuals' 1 x 1 convs, which
+run as bidrn::int8_pointwise; the bidrn:: ops stay 1-bit, and the outputs stay within int8's error of eager
+without costing accuracy. Tolerances: docs/export.md ("int8")."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,6 +58,9 @@ def test_every_full_precision_conv_and_linear_runs_as_an_xnnpack_int8_op(int8_ex
 
     layers = count(converted)
     assert layers >= 32  # 3 stems, 11 block residuals, 7 head convs, BoxNet's deconv3 (4 phase convs), 10 linears
+    # The 11 block residuals (4 body, 4 hand, 3 face) run as bidrn::int8_pointwise instead (Int8Pointwise).
+    assert report.stats["int8_block_residuals"] == report.ops_outside_xnnpack["int8_pointwise"] == 11
+    layers -= 11
     # An encoder run one image at a time (ImageAtATime, off by default) runs its layers once per image.
     runs = layers + sum(count(m) for m in converted.modules() if isinstance(m, export.ImageAtATime))
     events = etdump_event_names(report.path, export.example_image(model.cfg))

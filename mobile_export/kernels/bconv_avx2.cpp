@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bconv_fused.h"
+#include "int8_gemm.h"
 
 namespace bidrn {
 namespace {
@@ -583,6 +584,7 @@ int64_t avx2_strip_tiles(const TileJob& j) { return lut_count(j) ? kLutTiles : 0
 
 }  // namespace
 
-const Kernels kAvx2Kernels{avx2_tile, avx2_pack, avx2_popcount, avx2_branch_tile, avx2_strip_tiles, avx2_prepare};
+const Kernels kAvx2Kernels{avx2_tile, avx2_pack, avx2_popcount, avx2_branch_tile, avx2_strip_tiles, avx2_prepare,
+                              generic_int8_rows};
 
 }  // namespace bidrn

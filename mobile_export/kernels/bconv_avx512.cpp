@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "bconv_internal.h"
+#include "int8_gemm.h"
 
 namespace bidrn {
 namespace {
@@ -421,6 +422,7 @@ int64_t avx512_popcount(const uint64_t* words, int64_t n) {
 
 }  // namespace
 
-const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount, avx512_branch_tile};
+const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount, avx512_branch_tile, nullptr, nullptr,
+                                generic_int8_rows};
 
 }  // namespace bidrn

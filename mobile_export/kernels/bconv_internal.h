@@ -4,6 +4,7 @@
 #pragma once
 
 #include "bconv.h"
+#include "int8_pointwise.h"
 
 namespace bidrn {
 
@@ -46,6 +47,20 @@ constexpr int64_t kMaxStripTiles = 64;
 // ask for the lines this many floats (1 KB) ahead (a hint, harmless past a plane's end).
 constexpr int64_t kPrefetchAhead = 8 * kTilePixels;
 
+// One int8_pointwise call as the generic GEMM sees it: the quantized input NHWC ([N][rows][kp], channels
+// zero-padded to kp, rows = pixels rounded up to 4, the extra rows zeros) and the weights [O][kp].
+struct PointwiseJob {
+  const int8_t* xq = nullptr;
+  const int8_t* w = nullptr;
+  int64_t kp = 0, pixels = 0, rows = 0, out_channels = 0;
+  const int32_t* weight_sum = nullptr;
+  const float* scale = nullptr;
+  const float* bias = nullptr;
+  int32_t zero_point = 0;
+  float* out = nullptr;  // N x O x pixels
+};
+constexpr int64_t kPointwiseBlock = 64;  // pixels per work item of the generic GEMM
+
 struct Kernels {
   // Strip of blocks [b0, b1) (b0 a multiple of kTileBlocks, at most kMaxStripTiles tiles) x output
   // channels [o0, o1).
@@ -66,9 +81,17 @@ struct Kernels {
   // (bconv_avx2.cpp) uses both.
   int64_t (*strip_tiles)(const TileJob& job) = nullptr;
   void (*prepare)(TileJob& job, int slot) = nullptr;
+  // bidrn::int8_pointwise's GEMM (int8_gemm.h, vectorised for the unit's ISA): items [i0, i1) of the job.
+  void (*int8_rows)(const PointwiseJob& job, int64_t i0, int64_t i1) = nullptr;
 };
 
 constexpr int kMaxFusedBranches = 4;
+
+#if defined(__x86_64__)
+// bidrn::int8_pointwise on AVX-512 VNNI (int8_vnni.cpp): whether the CPU has it; the op (checked arguments).
+bool vnni_available();
+void vnni_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
+#endif
 
 #if defined(__x86_64__) && defined(BIDRN_AMX)
 // The AMX path (bconv_amx.cpp, built where the compiler has AMX): whether the CPU has AMX-INT8 and Linux
@@ -77,6 +100,8 @@ constexpr int kMaxFusedBranches = 4;
 bool amx_available();
 bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args);
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel);
+// bidrn::int8_pointwise on the tile unit (checked arguments).
+void amx_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
 #endif
 
 const Kernels& kernels_for(Path p);

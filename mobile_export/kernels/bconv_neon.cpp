@@ -9,6 +9,7 @@
 #include <arm_neon.h>
 
 #include "bconv_fused.h"
+#include "int8_gemm.h"
 
 #if BIDRN_DOTPROD
 #define BIDRN_NEON_KERNELS kNeonDotKernels
@@ -252,6 +253,7 @@ int64_t neon_popcount(const uint64_t* words, int64_t n) {
 
 }  // namespace
 
-const Kernels BIDRN_NEON_KERNELS{neon_tile, neon_pack, neon_popcount, neon_branch_tile};
+const Kernels BIDRN_NEON_KERNELS{neon_tile, neon_pack, neon_popcount, neon_branch_tile, nullptr, nullptr,
+                                 generic_int8_rows};
 
 }  // namespace bidrn

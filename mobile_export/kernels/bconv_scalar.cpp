@@ -1,6 +1,8 @@
 // Portable path: plain C++, no target flags. It is the reference every SIMD path is compared against
 // (after the naive direct convolution of the self-test), so it favours the obvious over the fast.
 #include "bconv_internal.h"
+#define BIDRN_INT8_SCALAR 1  // plain loops in int8_gemm.h
+#include "int8_gemm.h"
 
 namespace bidrn {
 namespace {
@@ -47,6 +49,6 @@ int64_t scalar_popcount(const uint64_t* words, int64_t n) {
 
 }  // namespace
 
-const Kernels kScalarKernels{scalar_tile, scalar_pack, scalar_popcount};
+const Kernels kScalarKernels{scalar_tile, scalar_pack, scalar_popcount, nullptr, nullptr, nullptr, generic_int8_rows};
 
 }  // namespace bidrn

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "bconv.h"
+#include "int8_pointwise.h"
 
 namespace bidrn {
 namespace {
@@ -285,6 +286,48 @@ Tensor& subsample_out(KernelRuntimeContext& ctx, const Tensor& x, ArrayRef<int64
   return out;
 }
 
+
+// The int8 block residual (int8_pointwise.h): x float32 N x C x H x W, weight int8 O x C, weight_sum int32 O,
+// scale and bias float32 O.
+Tensor& int8_pointwise_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& weight_sum,
+                           const Tensor& scale, const Tensor& bias, double input_scale_inv, int64_t input_zero_point,
+                           ArrayRef<int64_t> stride, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float && x.dim() == 4, InvalidArgument, out,
+                      "x must be float32 N x C x H x W");
+  ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Char && weight.dim() == 2 && weight.size(1) == x.size(1),
+                      InvalidArgument, out, "weight must be int8 out_channels x C (C = %lld, x's channels)",
+                      static_cast<long long>(x.size(1)));
+  const int64_t O = weight.size(0);
+  ET_KERNEL_CHECK_MSG(ctx, weight_sum.scalar_type() == ScalarType::Int && weight_sum.numel() == O &&
+                               scale.scalar_type() == ScalarType::Float && scale.numel() == O &&
+                               bias.scalar_type() == ScalarType::Float && bias.numel() == O,
+                      InvalidArgument, out,
+                      "weight_sum must be int32 and scale and bias float32, one value per output channel");
+  ET_KERNEL_CHECK_MSG(ctx, stride.size() == 2, InvalidArgument, out, "stride must have two values");
+  PointwiseArgs a;
+  a.x = x.const_data_ptr<float>();
+  a.batch = x.size(0), a.in_channels = x.size(1), a.in_h = x.size(2), a.in_w = x.size(3);
+  a.stride_h = stride[0], a.stride_w = stride[1];
+  a.weight = weight.const_data_ptr<int8_t>(), a.weight_sum = weight_sum.const_data_ptr<int32_t>();
+  a.scale = scale.const_data_ptr<float>(), a.bias = bias.const_data_ptr<float>(), a.out_channels = O;
+  a.input_scale_inv = static_cast<float>(input_scale_inv);
+  a.zero_point = static_cast<int32_t>(input_zero_point);
+  const char* err = check_pointwise(a);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr && input_zero_point == a.zero_point, InvalidArgument, out, "%s",
+                      err ? err : "zero_point must be in [-128, 127]");
+  const int64_t oh = pointwise_out_size(a.in_h, a.stride_h), ow = pointwise_out_size(a.in_w, a.stride_w);
+  ET_KERNEL_CHECK_MSG(ctx, resize(out, {a.batch, O, oh, ow}) && out.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "out must be float32 N x out_channels x ceil(H / s_h) x ceil(W / s_w)");
+  a.out = out.mutable_data_ptr<float>();
+  char name[96];
+  std::snprintf(name, sizeof(name), "bidrn::int8_pointwise %lld->%lld %lldx%lld/%lld",
+                static_cast<long long>(a.in_channels), static_cast<long long>(O), static_cast<long long>(a.in_h),
+                static_cast<long long>(a.in_w), static_cast<long long>(a.stride_h));
+  executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);
+  int8_pointwise(a, et_parallel);
+  return out;
+}
+
 }  // namespace
 }  // namespace bidrn
 
@@ -296,3 +339,4 @@ EXECUTORCH_LIBRARY(bidrn, "binary_conv_transpose2d.out", bidrn::binary_conv_tran
 EXECUTORCH_LIBRARY(bidrn, "binary_linear.out", bidrn::binary_linear_out);
 EXECUTORCH_LIBRARY(bidrn, "pack_signs.out", bidrn::pack_signs_out);
 EXECUTORCH_LIBRARY(bidrn, "subsample.out", bidrn::subsample_out);
+EXECUTORCH_LIBRARY(bidrn, "int8_pointwise.out", bidrn::int8_pointwise_out);

@@ -2,9 +2,12 @@
 // definition (sign(0) = +1, zero padding contributes 0), on random shapes with odd channel counts,
 // borders, strides and transposed convs; and of the fused epilogue (residual, 2 x 2-pooled residual,
 // partial sum, post affine, shortcut; FDR's branches in one call) against the same steps written out in
-// float, in the documented order. No ExecuTorch: it is what runs under qemu-aarch64.
+// float, in the documented order; and of bidrn::int8_pointwise (int8_pointwise.h) against its definition
+// written out step by step, on odd channel counts, pixel and channel tails, strides 1-3, rounding ties, NaN,
+// infinities and saturating values. No ExecuTorch: it is what runs under qemu-aarch64.
 //   bidrn_selftest [--expect-path NAME] [--cases N]
 // Prints the dispatched path and one line per path; exits 1 on any mismatch or unexpected dispatch.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "bconv.h"
+#include "int8_pointwise.h"
 
 namespace {
 
@@ -336,6 +340,76 @@ std::string check_branches(const BranchCase& b, bool clamp) {
   return "";
 }
 
+
+// ---------------------------------------------------------------- int8_pointwise
+
+struct PointwiseCase {
+  int64_t shape[7];  // batch, in_channels, in_h, in_w, out_channels, stride_h, stride_w
+  std::vector<float> x, scale, bias;
+  std::vector<int8_t> w;
+  std::vector<int32_t> wsum;
+  float inv = 1.0f;
+  int32_t zp = 0;
+  std::vector<float> want;
+};
+
+// Odd channel counts, tails of pixels and of output channels, strides 1-3, values on the rounding ties,
+// NaN, infinities and magnitudes past the clamp.
+PointwiseCase random_pointwise_case(std::mt19937& rng, int i) {
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  PointwiseCase c;
+  const int64_t N = pick(1, 2), C = i % 5 == 0 ? 64 * pick(1, 4) : pick(1, 150), H = pick(1, 23), W = pick(1, 37);
+  const int64_t O = i % 3 == 0 ? 32 * pick(1, 3) : pick(1, 70), sh = pick(1, 3), sw = i % 4 == 0 ? 2 : pick(1, 3);
+  const int64_t v[7] = {N, C, H, W, O, sh, sw};
+  std::copy(v, v + 7, c.shape);
+  c.inv = std::uniform_real_distribution<float>(2.0f, 60.0f)(rng);
+  c.zp = int32_t(pick(-128, 127));
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  c.x.resize(size_t(N * C * H * W));
+  for (float& x : c.x) {
+    const int64_t r = pick(0, 99);
+    x = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : r == 3 ? 1e9f : r < 10 ? (float(pick(-300, 300)) + 0.5f) / c.inv
+        : normal(rng);
+  }
+  c.w.resize(size_t(O * C));
+  for (int8_t& w : c.w) w = int8_t(pick(-128, 127));
+  c.wsum.assign(size_t(O), 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t ch = 0; ch < C; ++ch) c.wsum[size_t(o)] += c.w[size_t(o * C + ch)];
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t o = 0; o < O; ++o) c.scale.push_back(1e-4f * (1.0f + u(rng))), c.bias.push_back(u(rng));
+  // The definition, step by step (int8_pointwise.h).
+  const int64_t oh = (H + sh - 1) / sh, ow = (W + sw - 1) / sw;
+  c.want.resize(size_t(N * O * oh * ow));
+  std::vector<int32_t> q(static_cast<size_t>(C), 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t y = 0; y < oh; ++y)
+      for (int64_t xx = 0; xx < ow; ++xx) {
+        for (int64_t ch = 0; ch < C; ++ch) {
+          float t = c.x[size_t(((n * C + ch) * H + y * sh) * W + xx * sw)] * c.inv;
+          if (std::isnan(t)) t = 0.0f;
+          t = std::min(std::max(t, -256.0f), 256.0f);
+          q[size_t(ch)] = std::min(127, std::max(-128, int32_t(std::rint(t)) + c.zp));
+        }
+        for (int64_t o = 0; o < O; ++o) {
+          int32_t acc = 0;
+          for (int64_t ch = 0; ch < C; ++ch) acc += int32_t(c.w[size_t(o * C + ch)]) * (q[size_t(ch)] - c.zp);
+          c.want[size_t(((n * O + o) * oh + y) * ow + xx)] = static_cast<float>(acc) * c.scale[size_t(o)] + c.bias[size_t(o)];
+        }
+      }
+  return c;
+}
+
+std::string check_pointwise_case(const PointwiseCase& c) {
+  std::vector<float> y(c.want.size(), -7.0f);
+  if (const char* err = bidrn_int8_pointwise(c.shape, c.x.data(), c.w.data(), c.wsum.data(), c.scale.data(),
+                                             c.bias.data(), c.inv, c.zp, y.data()))
+    return err;
+  for (size_t i = 0; i < y.size(); ++i)
+    if (!same_float(y[i], c.want[i])) return "int8 pointwise output " + std::to_string(i) + " differs";
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -363,6 +437,8 @@ int main(int argc, char** argv) {
   }
   std::vector<BranchCase> branch_cases;
   for (int i = 0; i < cases / 4 + 1; ++i) branch_cases.push_back(random_branch_case(rng, i));
+  std::vector<PointwiseCase> pointwise_cases;
+  for (int i = 0; i < cases / 4 + 1; ++i) pointwise_cases.push_back(random_pointwise_case(rng, i));
   for (bidrn::Path p : bidrn::kPathsBestFirst) {
     if (!bidrn::set_active_path(p)) continue;
     int bad = 0;
@@ -393,10 +469,19 @@ int main(int argc, char** argv) {
                                                         (long long)branch_cases[i].s.out_h,
                                                         (long long)branch_cases[i].s.out_w, err.c_str());
     }
-    bad += fused_bad + branch_bad;
-    std::printf("%s: %s (%d of %zu cases differ, fused epilogue %d, branches %d of %zu)\n", bidrn::path_name(p),
-                bad ? "FAIL" : "bit-exact", bad - fused_bad - branch_bad, all.size(), fused_bad, branch_bad,
-                branch_cases.size());
+    int pointwise_bad = 0;
+    for (size_t i = 0; i < pointwise_cases.size(); ++i) {
+      const std::string err = check_pointwise_case(pointwise_cases[i]);
+      const int64_t* v = pointwise_cases[i].shape;
+      if (!err.empty() && pointwise_bad++ < 3)
+        std::printf("  %s int8 pointwise case %zu (N%lld C%lld %lldx%lld -> O%lld s%lldx%lld): %s\n",
+                    bidrn::path_name(p), i, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
+                    (long long)v[4], (long long)v[5], (long long)v[6], err.c_str());
+    }
+    bad += fused_bad + branch_bad + pointwise_bad;
+    std::printf("%s: %s (%d of %zu cases differ, fused epilogue %d, branches %d of %zu, int8 pointwise %d of %zu)\n",
+                bidrn::path_name(p), bad ? "FAIL" : "bit-exact", bad - fused_bad - branch_bad - pointwise_bad,
+                all.size(), fused_bad, branch_bad, branch_cases.size(), pointwise_bad, pointwise_cases.size());
     failures += bad;
   }
   return failures ? 1 : 0;

@@ -1,0 +1,85 @@
+// The int8_pointwise input packing shared by the AMX and AVX-512 VNNI kernels (each unit compiles its own copy
+// with AVX-512 BW): quantize (int8_pointwise.h's steps on 16 lanes) and store in blocks of 16 pixels x 4
+// channels per 64-byte row, the tile unit's VNNI order and vpdpbusd's operand order alike.
+#pragma once
+
+#include <immintrin.h>
+
+#include "bconv_internal.h"
+
+namespace bidrn {
+namespace {
+
+// 16 floats of one input row for output pixels [ox, ox + n) at stride sw.
+inline __m512 load_strided(const float* row, int64_t ox, int n, int64_t sw, int64_t in_w) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+  if (sw == 1) return _mm512_maskz_loadu_ps(m, row + ox);
+  const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  if (sw == 2) {  // the even floats of 32 (masked to the row)
+    const int64_t base = 2 * ox, avail = in_w - base;
+    const int lo = int(avail < 16 ? avail : 16), hi = int(avail - 16 < 0 ? 0 : avail - 16 < 16 ? avail - 16 : 16);
+    const __m512 a = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo) - 1), row + base);
+    const __m512 b = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi) - 1), row + base + 16);
+    const __m512 even = _mm512_permutex2var_ps(a, _mm512_add_epi32(lanes, lanes), b);
+    return _mm512_maskz_mov_ps(m, even);
+  }
+  const __m512i idx = _mm512_mullo_epi32(_mm512_add_epi32(lanes, _mm512_set1_epi32(int(ox))),
+                                         _mm512_set1_epi32(int(sw)));
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row, 4);
+}
+
+// quantize_int8 on 16 lanes: NaN -> 0, clamp to +-256, round half to even, + zero point, clamp to int8.
+inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp) {
+  v = _mm512_mul_ps(v, inv);
+  v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-256.0f)), _mm512_set1_ps(256.0f));
+  v = _mm512_add_ps(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f));
+  return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+}
+
+// Channel group g (4 channels) of image n into blocks of 16 pixels: the group's 4 bytes of pixel p go to block
+// p / 16, row g, lane p % 16 (dst + ((p / 16) * kp / 4 + g) * 64 + (p % 16) * 4), kp / 4 groups a block. Output
+// rows are read 16 pixels at a time; a run that straddles two blocks is rotated by its start lane and stored
+// to both under masks. Channels past C are zeros.
+void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t ow, int64_t oh, int64_t kp, int8_t* dst) {
+  const int64_t C = a.in_channels, plane = a.in_h * a.in_w, tile_bytes = kp / 4 * 64;
+  const __m512 inv = _mm512_set1_ps(a.input_scale_inv), zp = _mm512_set1_ps(float(a.zero_point));
+  const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const float* src[4];
+  bool live[4];
+  for (int k = 0; k < 4; ++k) {
+    live[k] = 4 * g + k < C;
+    src[k] = a.x + (n * C + (live[k] ? 4 * g + k : 0)) * plane;
+  }
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    const int64_t in_row = oy * a.stride_h * a.in_w;
+    for (int64_t ox = 0; ox < ow; ox += 16) {
+      const int cnt = int(ow - ox < 16 ? ow - ox : 16);
+      __m128i q[4];
+      for (int k = 0; k < 4; ++k)
+        q[k] = live[k] ? quantize16(load_strided(src[k] + in_row, ox, cnt, a.stride_w, a.in_w), inv, zp)
+                       : _mm_setzero_si128();
+      const __m128i t0 = _mm_unpacklo_epi8(q[0], q[1]), t1 = _mm_unpackhi_epi8(q[0], q[1]);
+      const __m128i t2 = _mm_unpacklo_epi8(q[2], q[3]), t3 = _mm_unpackhi_epi8(q[2], q[3]);
+      __m512i v = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+      v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t0, t2), 1);
+      v = _mm512_inserti32x4(v, _mm_unpacklo_epi16(t1, t3), 2);
+      v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t1, t3), 3);
+      const int64_t p = oy * ow + ox;
+      const int r = int(p & 15);
+      int8_t* tile = dst + (p >> 4) * tile_bytes + g * 64;
+      if (r == 0) {
+        _mm512_mask_storeu_epi32(tile, static_cast<__mmask16>((1u << cnt) - 1), v);
+        continue;
+      }
+      v = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_sub_epi32(lanes, _mm512_set1_epi32(r)), _mm512_set1_epi32(15)), v);
+      const int first = 16 - r < cnt ? 16 - r : cnt;
+      _mm512_mask_storeu_epi32(tile, static_cast<__mmask16>(((1u << first) - 1) << r), v);
+      if (cnt > first) _mm512_mask_storeu_epi32(tile + tile_bytes, static_cast<__mmask16>((1u << (cnt - first)) - 1), v);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bidrn

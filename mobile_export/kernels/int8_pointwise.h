@@ -1,0 +1,61 @@
+// int8 1 x 1 convolution with float input and output: the int8 export's block residual (eq. 11's BR at a
+// stage's first block, a full-precision 1 x 1 conv + BN) as one op of this library instead of XNNPACK's
+// quantize, NHWC transpose, int8 GEMM, dequantize and NCHW transpose around it. Semantics (ops.py,
+// int8_pointwise_reference, is the definition):
+//
+//   q[c, p]  = clamp(round_half_even(x[c, s_h i, s_w j] * input_scale_inv) + zero_point, -128, 127)
+//              (NaN reads as 0, the product clamped to +-256 first)
+//   acc[o,p] = sum_c weight[o, c] * q[c, p] - zero_point * weight_sum[o]      (exact int32)
+//   y[o, p]  = float(acc) * scale[o] + bias[o]                               (two roundings, no FMA)
+//
+// weight_sum[o] = sum_c weight[o, c] is computed once at export. Every path computes the same integers, so
+// every path's floats are bit for bit the same.
+#pragma once
+
+#include <cstdint>
+
+#include "bconv.h"
+
+namespace bidrn {
+
+struct PointwiseArgs {
+  const float* x = nullptr;  // N x C x H x W float32
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0, stride_h = 1, stride_w = 1;
+  const int8_t* weight = nullptr;       // O x C
+  const int32_t* weight_sum = nullptr;  // O
+  const float* scale = nullptr;         // O: input scale x the weight's per-channel scale
+  const float* bias = nullptr;          // O
+  int64_t out_channels = 0;
+  float input_scale_inv = 1.0f;
+  int32_t zero_point = 0;
+  float* out = nullptr;  // N x O x ceil(H / s_h) x ceil(W / s_w)
+};
+
+inline int64_t pointwise_out_size(int64_t in, int64_t stride) { return (in + stride - 1) / stride; }
+
+// The op's quantization of one value (the scalar and generic paths; the AMX path vectorises the same steps).
+inline int8_t quantize_int8(float x, float input_scale_inv, int32_t zero_point) {
+  float v = x * input_scale_inv;
+  if (!(v == v)) v = 0.0f;
+  v = v < -256.0f ? -256.0f : v > 256.0f ? 256.0f : v;
+  // Round half to even by adding and removing 1.5 x 2^23 (exact for |v| <= 2^22 in the default rounding
+  // mode; no libm call, so the generic quantize loop stays inline).
+  const int32_t q = static_cast<int32_t>((v + 12582912.0f) - 12582912.0f) + zero_point;
+  return static_cast<int8_t>(q < -128 ? -128 : q > 127 ? 127 : q);
+}
+
+// Null when usable, else a sentence saying what is wrong.
+const char* check_pointwise(const PointwiseArgs& a);
+
+// Runs on the active path (bconv.h): AMX tiles where the CPU has them, else the ISA's generic GEMM.
+void int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
+
+}  // namespace bidrn
+
+extern "C" {
+// Same semantics, one thread; null on success or an error sentence. shape7 = batch, in_channels, in_h, in_w,
+// out_channels, stride_h, stride_w.
+BIDRN_API const char* bidrn_int8_pointwise(const int64_t* shape7, const float* x, const int8_t* weight,
+                                           const int32_t* weight_sum, const float* scale, const float* bias,
+                                           float input_scale_inv, int32_t zero_point, float* out);
+}

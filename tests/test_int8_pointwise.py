@@ -1,0 +1,140 @@
+"""bidrn::int8_pointwise (mobile_export/kernels/int8_pointwise.h, ops.int8_pointwise_reference): the int8 1 x 1
+conv the --int8 export runs the block residuals (eq. 11) with. The quantization on hand-computed values, every
+kernel path bit-exact against the reference (integers and the float epilogue), the op in ExecuTorch's runtime,
+and export.Int8Pointwise within the error bound that int8 rounding allows."""
+from __future__ import annotations
+
+import ctypes
+import random
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mobile_export import export, kernel_library, ops
+
+
+def test_quantization_rounds_half_to_even_and_saturates():
+    x = torch.tensor([0.125, 0.375, -0.125, -0.375, 0.26, 31.9, 32.2, -40.0, float("nan"), float("inf"),
+                      float("-inf"), 1e30])
+    # x * 4 = 0.5, 1.5, -0.5, -1.5, 1.04, 127.6, 128.8, -160, NaN -> 0, inf, -inf, 4e30; then + zero point 1
+    want = [1, 3, 1, -1, 2, 127, 127, -128, 1, 127, -128, 127]
+    assert ops.quantize_int8_reference(x, 4.0, 1).tolist() == want
+
+
+def test_reference_is_the_integer_conv_of_the_quantized_input_scaled_per_channel():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 7, 6, generator=g)
+    weight = torch.randint(-127, 128, (3, 5), generator=g, dtype=torch.int8)
+    scale, bias = torch.rand(3, generator=g) * 1e-2, torch.randn(3, generator=g)
+    inv, zp = 9.0, -3
+    y = ops.int8_pointwise_reference(x, weight, weight.int().sum(1, dtype=torch.int32), scale, bias, inv, zp, [2, 3])
+    q = torch.clamp(torch.round(x[:, :, ::2, ::3] * inv) + zp, -128, 127)  # no NaN or overflow in this input
+    acc = F.conv2d(q.double() - zp, weight.double()[:, :, None, None])
+    assert y.shape == (2, 3, 4, 2)
+    assert torch.equal(y, acc.float() * scale.view(1, 3, 1, 1) + bias.view(1, 3, 1, 1))
+
+
+def random_case(rng: random.Random, gen: torch.Generator):
+    n, c, h, w, o = rng.randint(1, 2), rng.choice([1, 3, 17, 64, 100, 128]), rng.randint(1, 19), rng.randint(1, 23), \
+        rng.choice([1, 5, 16, 32, 33, 70])
+    stride = [rng.randint(1, 3), rng.randint(1, 3)]
+    x = torch.randn(n, c, h, w, generator=gen) * 2
+    x.view(-1)[torch.randint(0, x.numel(), (3,), generator=gen)] = torch.tensor([float("nan"), float("inf"), -1e9])
+    weight = torch.randint(-128, 128, (o, c), generator=gen, dtype=torch.int8)
+    args = (x, weight, weight.int().sum(1, dtype=torch.int32), torch.rand(o, generator=gen) * 1e-3,
+            torch.randn(o, generator=gen), rng.uniform(2, 40), rng.randint(-128, 127), stride)
+    return args
+
+
+def run_c(x, weight, weight_sum, scale, bias, inv, zp, stride):
+    lib = kernel_library.load()
+    n, c, h, w = x.shape
+    out = torch.empty(n, weight.shape[0], -(-h // stride[0]), -(-w // stride[1]))
+    dims = (ctypes.c_int64 * 7)(n, c, h, w, weight.shape[0], *stride)
+    ptr = lambda t: t.contiguous().data_ptr()  # noqa: E731 (the tensors here are contiguous already)
+    err = lib.bidrn_int8_pointwise(dims, ptr(x), ptr(weight), ptr(weight_sum), ptr(scale), ptr(bias), inv, zp,
+                                   out.data_ptr())
+    assert err is None, err.decode()
+    return out
+
+
+@pytest.mark.parametrize("path", ["amx", "avx512", "avx2", "scalar"])
+def test_every_path_is_bit_exact_against_the_reference(path):
+    if path not in kernel_library.supported_paths():
+        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    rng, gen = random.Random(path), torch.Generator().manual_seed(11)
+    with kernel_library.using_path(path):
+        for case in range(25):
+            args = random_case(rng, gen)
+            got, want = run_c(*args), ops.int8_pointwise_reference(*args)
+            assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{path} case {case}: {args[0].shape}"
+
+
+def test_bad_arguments_get_a_sentence_not_a_crash():
+    lib = kernel_library.load()
+    x, w = torch.zeros(1, 4, 2, 2), torch.zeros(3, 4, dtype=torch.int8)
+    s, b, out = torch.zeros(3, dtype=torch.int32), torch.ones(3), torch.empty(1, 3, 2, 2)
+    for dims, inv, zp, words in (((1, 4, 2, 2, 3, 0, 1), 1.0, 0, "stride"), ((1, 4, 2, 2, 3, 1, 1), 1.0, 300, "zero_point"),
+                                 ((1, 4, 2, 2, 3, 1, 1), 0.0, 0, "input_scale_inv")):
+        err = lib.bidrn_int8_pointwise((ctypes.c_int64 * 7)(*dims), x.data_ptr(), w.data_ptr(), s.data_ptr(),
+                                       b.data_ptr(), b.data_ptr(), inv, zp, out.data_ptr())
+        assert err is not None and words in err.decode()
+
+
+class _Pointwise(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        for name, t in zip(("weight", "weight_sum", "scale", "bias"), args[1:5]):
+            self.register_buffer(name, t)
+        self.inv, self.zp, self.stride = args[5:]
+
+    def forward(self, x):
+        return torch.ops.bidrn.int8_pointwise(x, self.weight, self.weight_sum, self.scale, self.bias, self.inv,
+                                              self.zp, self.stride)
+
+
+def test_pte_runs_the_op_in_executorch_bit_exact(tmp_path):
+    rng, gen = random.Random(5), torch.Generator().manual_seed(5)
+    args = random_case(rng, gen)
+    module = _Pointwise(args).eval()
+    path = tmp_path / "pointwise.pte"
+    assert export.save_program(module, (args[0],), path) == {"int8_pointwise": 1}
+    method, _ = export.load_program(path)
+    got = method.execute([args[0]])[0]
+    assert torch.equal(got.view(torch.int32), ops.int8_pointwise_reference(*args).view(torch.int32))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_int8_block_residual_stays_within_the_rounding_bound_of_the_float_conv_and_bn(stride):
+    """Int8Pointwise after calibration against the float 1 x 1 conv + BN it replaces. Per output, int8 moves
+    it by at most sum_c |w_c| s_x / 2 (input rounding) + sum_c |q_c - z| s_x s_w / 2 (weight rounding)."""
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(48, 40, 1, stride=stride, bias=False), nn.BatchNorm2d(40)
+    bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 1.5)
+    conv.eval(), bn.eval()
+    calib = [torch.randn(2, 48, 12, 10) for _ in range(3)]
+    module = export.Int8Pointwise(conv, bn)
+    for x in calib:
+        module(x)
+    module.freeze()
+    x = calib[0]
+    with torch.no_grad():
+        want = bn(conv(x))
+        got = module(x)
+        w_eff = conv.weight.flatten(1) * (bn.weight / torch.sqrt(bn.running_var + bn.eps))[:, None]
+    x_scale = 1.0 / module.input_scale_inv
+    w_scale = module.scale / x_scale
+    q = ops.quantize_int8_reference(x[:, :, ::stride, ::stride], module.input_scale_inv, module.input_zero_point)
+    bound = (w_eff.abs().sum(1).view(1, -1, 1, 1) * x_scale / 2
+             + w_scale.view(1, -1, 1, 1) / 2 * x_scale * (q.float() - module.input_zero_point).abs().sum(1, keepdim=True))
+    assert got.shape == want.shape
+    assert ((got - want).abs() <= bound * 1.01 + 1e-5).all()
+    assert (got - want).abs().mean() < 0.1 * bound.mean()  # errors mostly cancel: far below the worst case
+    assert not hasattr(module, "weight_float")  # only the int8 weights travel into the program
+
+
+def test_freeze_without_calibration_says_what_to_do():
+    with pytest.raises(export.ExportError, match="calibration"):
+        export.Int8Pointwise(nn.Conv2d(4, 8, 1)).freeze()
