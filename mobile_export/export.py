@@ -990,6 +990,21 @@ class Int8Pointwise(nn.Module):
         self.frozen = True
 
 
+# Kernels of bidrn::int8_pointwise that measured at least as fast as XNNPACK's int8 GEMM plus the layout
+# changes it saves (docs/kernels.md, "int8 pointwise"); NEON's sdot and widening kernels are the same blocks as
+# XNNPACK's, untimed on a phone. On x86 without AMX or AVX-512 VNNI the op's AVX2 kernel is slower than
+# XNNPACK's, so there the block residuals stay with XNNPACK.
+FAST_INT8_POINTWISE = ("amx", "avx512_vnni", "neon_dotprod", "neon")
+
+
+def int8_pointwise_is_fast() -> bool:
+    """Whether this machine's kernel for ``bidrn::int8_pointwise`` (kernel_library.int8_pointwise_kernel) is
+    one of :data:`FAST_INT8_POINTWISE`: the default of ``--int8-block-residuals auto``."""
+    from mobile_export import kernel_library
+
+    return kernel_library.int8_pointwise_kernel() in FAST_INT8_POINTWISE
+
+
 def quantize_block_residuals(model: nn.Module, calibration: list[torch.Tensor]) -> int:
     """Every fused BiDRN block's 1 x 1 conv (+ BN) block residual becomes a calibrated :class:`Int8Pointwise`;
     returns how many. The calibration images run through the float model once."""
@@ -1051,9 +1066,12 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
 
 def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = False, body_model: bool | nn.Module = True,
                reference: str | Path | None = None, calibration_images: int = 4,
-               model_name: str | None = None, image_at_a_time: bool = False, int8_block_residuals: bool = True,
-               log=lambda msg: None) -> ExportReport:
+               model_name: str | None = None, image_at_a_time: bool = False,
+               int8_block_residuals: bool | None = None, log=lambda msg: None) -> ExportReport:
     """Export to ``out`` (.pte) and write ``out``.json; returns the report.
+
+    int8_block_residuals (``--int8`` only): run the block residuals as ``bidrn::int8_pointwise`` (True) or as
+    XNNPACK int8 convs (False); None decides by :func:`int8_pointwise_is_fast`.
 
     reference: a full-precision .pte to compare bytes with; exported from :func:`full_precision_twin` if the
     file does not exist yet (cache it under an ignored folder such as out/export/).
@@ -1068,6 +1086,8 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     with torch.no_grad():
         eager = model(x)
     calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
+    if int8 and int8_block_residuals is None:
+        int8_block_residuals = int8_pointwise_is_fast()
     if int8 and int8_block_residuals:
         log("int8: block residuals as bidrn::int8_pointwise")
         stats.int8_block_residuals = quantize_block_residuals(model, calib)

@@ -112,6 +112,7 @@ def load() -> ctypes.CDLL:
             lib.bidrn_kernels_amx_takes.argtypes = [ctypes.POINTER(ctypes.c_int64)]
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
             lib.bidrn_int8_pointwise.restype = ctypes.c_char_p
+            lib.bidrn_int8_pointwise_kernel.restype = ctypes.c_char_p
             lib.bidrn_int8_pointwise.argtypes = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
                 ctypes.c_float, ctypes.c_int32, ctypes.c_void_p]
             _handle = lib
@@ -131,6 +132,12 @@ def supported_paths() -> list[str]:
 
 def active_path() -> str:
     return load().bidrn_kernels_active_path().decode()
+
+
+def int8_pointwise_kernel() -> str:
+    """The kernel ``bidrn::int8_pointwise`` runs on the active path: 'amx', 'avx512_vnni', or the path's block
+    GEMM ('avx2', 'neon_dotprod', 'neon', 'scalar')."""
+    return load().bidrn_int8_pointwise_kernel().decode()
 
 
 def set_path(name: str) -> None:

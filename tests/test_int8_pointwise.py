@@ -138,3 +138,16 @@ def test_int8_block_residual_stays_within_the_rounding_bound_of_the_float_conv_a
 def test_freeze_without_calibration_says_what_to_do():
     with pytest.raises(export.ExportError, match="calibration"):
         export.Int8Pointwise(nn.Conv2d(4, 8, 1)).freeze()
+
+
+def test_auto_lowering_takes_the_op_only_where_its_kernel_is_fast():
+    """--int8-block-residuals auto: the op on AMX, AVX-512 VNNI and NEON; XNNPACK where the op would run its
+    AVX2 or scalar block kernel (3-5x slower than XNNPACK's int8 GEMM, docs/kernels.md)."""
+    expected = {"amx": "amx", "avx2": "avx2", "scalar": "scalar", "neon_dotprod": "neon_dotprod", "neon": "neon"}
+    for path in kernel_library.supported_paths():
+        with kernel_library.using_path(path):
+            kernel = kernel_library.int8_pointwise_kernel()
+            assert kernel == expected.get(path, kernel) and kernel.startswith(path)
+            assert export.int8_pointwise_is_fast() == (kernel in ("amx", "avx512_vnni", "neon_dotprod", "neon"))
+    with kernel_library.using_path("scalar"):
+        assert not export.int8_pointwise_is_fast()

@@ -101,6 +101,14 @@ namespace {
 void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
 }  // namespace
 
+const char* bidrn_int8_pointwise_kernel() {
+  const bidrn::Path p = bidrn::active_path();
+#if defined(__x86_64__)
+  if (p == bidrn::Path::kAvx512 && bidrn::vnni_available()) return "avx512_vnni";
+#endif
+  return bidrn::path_name(p);
+}
+
 const char* bidrn_int8_pointwise(const int64_t* v, const float* x, const int8_t* weight, const int32_t* weight_sum,
                                  const float* scale, const float* bias, float input_scale_inv, int32_t zero_point,
                                  float* out) {

@@ -53,6 +53,9 @@ void int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
 }  // namespace bidrn
 
 extern "C" {
+// The kernel the op runs on the active path: "amx", "avx512_vnni", or the path's block GEMM ("avx2",
+// "neon_dotprod", "neon", "scalar"; "avx512" without VNNI).
+BIDRN_API const char* bidrn_int8_pointwise_kernel();
 // Same semantics, one thread; null on success or an error sentence. shape7 = batch, in_channels, in_h, in_w,
 // out_channels, stride_h, stride_w.
 BIDRN_API const char* bidrn_int8_pointwise(const int64_t* shape7, const float* x, const int8_t* weight,
