@@ -495,13 +495,17 @@ void pointwise_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const 
         const int64_t o = o0 + r;
         const __m512i offset = _mm512_set1_epi32(a.zero_point * a.weight_sum[o]);
         const __m512 scale = _mm512_set1_ps(a.scale[o]), bias = _mm512_set1_ps(a.bias[o]);
-        float* row = out + o * pixels;
-        for (int64_t p = p_first; p < p_end; p += 16) {
-          const int64_t qi = (p - p_first) >> 5, half = ((p - p_first) >> 4) & 1;
-          const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(c[qi][(r >> 4) * 2 + half][r & 15]), offset);
-          const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
-          const int64_t cnt = p_end - p < 16 ? p_end - p : 16;
-          _mm512_mask_storeu_ps(row + p, static_cast<__mmask16>((1u << cnt) - 1), y);
+        float* row = out + o * pixels + p_first;
+        const int32_t* acc_row = c[0][(r >> 4) * 2][r & 15];  // + 256 ints per tile: half 1, then the next pair
+        const int64_t n = p_end - p_first, whole = n / 16;
+        for (int64_t v = 0; v < whole; ++v) {
+          const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(acc_row + (v >> 1) * 1024 + (v & 1) * 256), offset);
+          _mm512_storeu_ps(row + v * 16, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias));
+        }
+        if (n % 16) {
+          const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(acc_row + (whole >> 1) * 1024 + (whole & 1) * 256), offset);
+          _mm512_mask_storeu_ps(row + whole * 16, static_cast<__mmask16>((1u << (n % 16)) - 1),
+                                _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias));
         }
       }
     }
