@@ -1,5 +1,7 @@
 """`bidrn bench kernels`: each binary layer (ExecuTorch .pte with the bidrn:: op) against XNNPACK fp32 and
 XNNPACK int8 (PT2E static, per-channel, fp32 in/out) .pte files of the same shape, timed in the same run.
+The int8 block residuals (layer_shapes.BLOCK_RESIDUALS, ``br_*``) are timed the same way, their "binary"
+program being ``bidrn::int8_pointwise`` (the --int8 export's lowering) against XNNPACK's int8 and fp32 convs.
 
 ExecuTorch's threadpool size can only be set before a program is loaded, so the programs are exported once
 into a temporary folder and each thread count is timed in its own child process.
@@ -65,6 +67,17 @@ class BinaryLayerModule(nn.Module):
         return torch.ops.bidrn.binary_conv2d(x, self.weight, self.scale, self.bias, None, l.in_channels, k, s, p)
 
 
+def int8_pointwise_module(layer: LayerShape, x: torch.Tensor) -> nn.Module:
+    """A block residual as the --int8 export runs it: bidrn::int8_pointwise (export.Int8Pointwise),
+    calibrated on x."""
+    from mobile_export.export import Int8Pointwise
+
+    module = Int8Pointwise(float_module(layer).eval())
+    module(x)
+    module.freeze()
+    return module.eval()
+
+
 def _lower(module: nn.Module, x: torch.Tensor, xnnpack: bool) -> bytes:
     from executorch.exir import to_edge_transform_and_lower
 
@@ -96,7 +109,8 @@ def export_programs(layer: LayerShape, folder: Path) -> dict[str, Path]:
     x = _example_input(layer)
     module = float_module(layer).eval()
     programs = {
-        "binary": lambda: _lower(BinaryLayerModule(layer).eval(), x, xnnpack=False),
+        "binary": lambda: _lower(int8_pointwise_module(layer, x) if layer.kind == "int8_pointwise"
+                                 else BinaryLayerModule(layer).eval(), x, xnnpack=False),
         "fp32": lambda: _lower(module, x, xnnpack=True),
         "int8": lambda: _lower(_quantized(module, x), x, xnnpack=True),
     }
@@ -164,7 +178,7 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
         programs = {"fp32": (folder / f"{layer.name}.fp32.pte", None), "int8": (folder / f"{layer.name}.int8.pte", None)}
         programs |= {f"binary_{p}": (folder / f"{layer.name}.binary.pte", p) for p in paths}
         ms = time_programs(programs, _example_input(layer), min_seconds)
-        row = {"layer": layer.name, "threads": threads, "macs": layer.macs, "path": best,
+        row = {"layer": layer.name, "kind": layer.kind, "threads": threads, "macs": layer.macs, "path": best,
                "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"]}
         for path in paths:
             row[f"binary_ms_{path}"] = ms[f"binary_{path}"]

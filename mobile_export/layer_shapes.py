@@ -9,6 +9,8 @@ are C -> C at the resolution they run at.
   face   ResNet-18 at 192 x 192 (features 48 x 48), batch 1
   BoxNet ConvTranspose2d k4 s2 p1 2248 -> 256 (8 x 6 -> 16 x 12) and 256 -> 256 (16 x 12 -> 32 x 24),
          Linear 256 -> 256 on 3 rows.
+And the int8 export's block residuals (eq. 11's 1 x 1 conv at each stage's first block, kind
+"int8_pointwise": bidrn::int8_pointwise, not a binary layer), named br_<encoder>_<C>_<O>_<H>x<W>.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class LayerShape:
     name: str
-    kind: str  # "conv", "conv_transpose" or "linear"
+    kind: str  # "conv", "conv_transpose", "linear" or "int8_pointwise" (1 x 1, int8)
     batch: int
     in_channels: int
     out_channels: int
@@ -38,7 +40,8 @@ class LayerShape:
 
     @property
     def macs(self) -> int:
-        """Binary MACs, counting only valid taps for the transposed conv (stride^2 fewer than its kernel)."""
+        """Binary (int8 for int8_pointwise) MACs, counting only valid taps for the transposed conv (stride^2
+        fewer than its kernel)."""
         oh, ow = self.out_hw
         taps = self.kernel ** 2 // (self.stride ** 2 if self.kind == "conv_transpose" else 1)
         return self.batch * oh * ow * self.out_channels * self.in_channels * taps
@@ -76,6 +79,28 @@ BIDRN_LAYERS: list[LayerShape] = [
 ]
 
 
+def _block_residuals(prefix: str, batch: int, h: int, w: int, bottleneck: bool) -> list[LayerShape]:
+    """The 1 x 1 convs of eq. 11's block residuals: stage 1 only in a bottleneck (64 -> 256 at stride 1),
+    then each stage's first block at stride 2 from the previous stage's resolution."""
+    expansion = 4 if bottleneck else 1
+    shapes, in_ch = [], 64
+    for stage, width in enumerate((64, 128, 256, 512)):
+        out_ch, stride = width * expansion, 1 if stage == 0 else 2
+        if in_ch != out_ch or stride != 1:
+            sh, sw = (h >> stage) * stride, (w >> stage) * stride
+            shapes.append(LayerShape(f"br_{prefix}_{in_ch}_{out_ch}_{sh}x{sw}", "int8_pointwise", batch, in_ch,
+                                     out_ch, sh, sw, 1, stride))
+        in_ch = out_ch
+    return shapes
+
+
+BLOCK_RESIDUALS: list[LayerShape] = [
+    *_block_residuals("body", 1, 64, 48, bottleneck=True),
+    *_block_residuals("hand", 2, 64, 64, bottleneck=True),
+    *_block_residuals("face", 1, 48, 48, bottleneck=False),
+]
+
+
 def benchmark_layers() -> list[LayerShape]:
-    """The reference layer first, then BiDRN's layers."""
-    return [REFERENCE, *BIDRN_LAYERS]
+    """The reference layer first, then BiDRN's binary layers, then the int8 block residuals."""
+    return [REFERENCE, *BIDRN_LAYERS, *BLOCK_RESIDUALS]

@@ -151,3 +151,26 @@ def test_auto_lowering_takes_the_op_only_where_its_kernel_is_fast():
             assert export.int8_pointwise_is_fast() == (kernel in ("amx", "avx512_vnni", "neon_dotprod", "neon"))
     with kernel_library.using_path("scalar"):
         assert not export.int8_pointwise_is_fast()
+
+
+def test_kernel_bench_times_the_block_residuals_bidrn_runs():
+    """layer_shapes.BLOCK_RESIDUALS (the br_* rows of `bidrn bench kernels`) are the block-residual convs of
+    the bidrn network, input size included: each conv's input as a forward pre-hook sees it."""
+    from bidrn import create_model
+    from mobile_export.layer_shapes import BLOCK_RESIDUALS
+
+    model = create_model("bidrn").eval()
+    prepared, _ = export.prepare_for_export(model, body_model=False)
+    seen = []
+
+    def record(module, args):
+        x, conv = args[0], module.conv if isinstance(module, export.SubsampledPointwise) else module
+        seen.append((x.shape[0], conv.in_channels, conv.out_channels, x.shape[2], x.shape[3], module.stride[0]))
+
+    for block in prepared.modules():
+        if isinstance(block, export.FusedBlock) and isinstance(block.block_residual, nn.Sequential):
+            block.block_residual[0].register_forward_pre_hook(record)
+    with torch.no_grad():
+        prepared(export.example_image(model.cfg))
+    want = [(l.batch, l.in_channels, l.out_channels, l.height, l.width, l.stride) for l in BLOCK_RESIDUALS]
+    assert sorted(seen) == sorted(want)

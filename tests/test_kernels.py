@@ -371,7 +371,7 @@ def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
     rows = json.loads(done.stdout)
     assert [r["layer"] for r in rows] == ["boxnet_linear_256"] and rows[0]["threads"] == 1
     row = rows[0]
-    assert row["macs"] == 3 * 256 * 256  # one row per box (two hands, the face)
+    assert row["kind"] == "linear" and row["macs"] == 3 * 256 * 256  # one row per box (two hands, the face)
     paths = [p for p in kernel_library.supported_paths() if p != "scalar"] or ["scalar"]
     assert row["path"] in paths
     for path in paths:
