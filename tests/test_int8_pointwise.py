@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mobile_export import export, kernel_library, ops
+from test_kernels import X86_AND_SCALAR_PATHS, require_path
 
 
 def test_quantization_rounds_half_to_even_and_saturates():
@@ -60,16 +61,16 @@ def run_c(x, weight, weight_sum, scale, bias, inv, zp, stride):
     return out
 
 
-@pytest.mark.parametrize("path", ["amx", "avx512", "avx2", "scalar"])
+@pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
 def test_every_path_is_bit_exact_against_the_reference(path):
-    if path not in kernel_library.supported_paths():
-        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    require_path(path)
     rng, gen = random.Random(path), torch.Generator().manual_seed(11)
+    cases = [random_case(rng, gen) for _ in range(25)]
     with kernel_library.using_path(path):
-        for case in range(25):
-            args = random_case(rng, gen)
-            got, want = run_c(*args), ops.int8_pointwise_reference(*args)
-            assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{path} case {case}: {args[0].shape}"
+        outputs = [run_c(*args) for args in cases]
+    for i, (args, got) in enumerate(zip(cases, outputs)):
+        want = ops.int8_pointwise_reference(*args)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{path} case {i}: {args[0].shape}"
 
 
 def test_bad_arguments_get_a_sentence_not_a_crash():

@@ -140,10 +140,15 @@ def run_c_kernel(shape, x, weight, scale, bias, rprelu, output, packed_input=Fal
 X86_AND_SCALAR_PATHS = ["amx", "avx512", "avx2", "scalar"]
 
 
-@pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
-def test_kernel_path_is_bit_exact_against_the_reference_on_random_shapes(path):
+def require_path(path: str) -> None:
+    """Skips the test on a CPU without kernel path `path`."""
     if path not in kernel_library.supported_paths():
         pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+
+
+@pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
+def test_kernel_path_is_bit_exact_against_the_reference_on_random_shapes(path):
+    require_path(path)
     rng, gen = random.Random(path), torch.Generator().manual_seed(7)
     with kernel_library.using_path(path):
         for case in range(40):
@@ -208,8 +213,7 @@ def amx_takes(kind: str, c: int, o: int, h: int, w: int, k: int, s: int, p: int,
 
 @pytest.mark.parametrize("path", ["amx", "avx512"])
 def test_amx_shapes_are_bit_exact_against_the_reference(path):
-    if path not in kernel_library.supported_paths():
-        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    require_path(path)
     if path == "amx":  # the shapes do run on the tile unit, not on the AVX-512 fallback
         assert all(amx_takes(*spec) for spec in AMX_SHAPES)
     gen = torch.Generator().manual_seed(13)
@@ -219,8 +223,7 @@ def test_amx_shapes_are_bit_exact_against_the_reference(path):
 
 
 def test_amx_leaves_the_layers_where_it_measured_slower_to_avx512():
-    if "amx" not in kernel_library.supported_paths():
-        pytest.skip(f"this CPU has no amx (available: {kernel_library.supported_paths()})")
+    require_path("amx")
     assert amx_takes("conv", 64, 64, 64, 64, 3, 1, 1)  # hand 3 x 3 at 64 x 64, batch 2
     assert not amx_takes("conv", 64, 256, 64, 64, 1, 1, 0)  # FUR's 1 x 1: one word a row
     assert not amx_takes("conv", 512, 512, 8, 8, 3, 1, 1)  # 128 output positions over the batch
@@ -229,8 +232,7 @@ def test_amx_leaves_the_layers_where_it_measured_slower_to_avx512():
 
 @pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
 def test_table_count_shapes_are_bit_exact_against_the_reference(path):
-    if path not in kernel_library.supported_paths():
-        pytest.skip(f"this CPU has no {path} (available: {kernel_library.supported_paths()})")
+    require_path(path)
     gen = torch.Generator().manual_seed(11)
     with kernel_library.using_path(path):
         for spec in TABLE_COUNT_SHAPES:
