@@ -72,7 +72,7 @@ def int8_pointwise_module(layer: LayerShape, x: torch.Tensor) -> nn.Module:
     calibrated on x."""
     from mobile_export.export import Int8Pointwise
 
-    module = Int8Pointwise(float_module(layer).eval())
+    module = Int8Pointwise(float_module(layer).eval())  # a block residual: no ReLU
     module(x)
     module.freeze()
     return module.eval()

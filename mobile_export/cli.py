@@ -1,6 +1,6 @@
 """`bidrn export ...` (a .pte for ExecuTorch) and `bidrn bench ...` (speed of the mobile runtime).
 
-    bidrn export NAME_OR_CHECKPOINT --format pte [--int8 [--int8-block-residuals auto|bidrn|xnnpack]] --out model.pte
+    bidrn export NAME_OR_CHECKPOINT --format pte [--int8 [--int8-pointwise auto|bidrn|xnnpack]] --out model.pte
                  [--reference fp.pte | --no-reference]
     bidrn bench model --pte A.pte [--vs B.pte] [--threads 1] [--runs 30] [--warmup 3] [--json]
     bidrn bench kernels [--json] [--layers NAME,...] [--threads 1,2] [--paths avx512,avx2] [--seconds S]
@@ -59,8 +59,8 @@ def _export(args) -> int:
         reference = args.reference or Path("out/export") / f"{twin}.pte"
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     report = export.export_pte(model, out, int8=args.int8, body_model=not args.no_body_model, reference=reference,
-                               int8_block_residuals={"auto": None, "bidrn": True, "xnnpack": False}[
-                                   args.int8_block_residuals], log=log)
+                               int8_pointwise={"auto": None, "bidrn": True, "xnnpack": False}[args.int8_pointwise],
+                               log=log)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0
 
@@ -91,9 +91,9 @@ def _add_export(subparsers) -> None:
     p.add_argument("--format", choices=["pte", "coreml"], default="pte", help="output format (default pte)")
     p.add_argument("--out", required=True, help="output .pte path (a report lands next to it as OUT.json)")
     p.add_argument("--int8", action="store_true", help="quantize the full-precision parts to int8 (PT2E, XNNPACK)")
-    p.add_argument("--int8-block-residuals", choices=["auto", "bidrn", "xnnpack"], default="auto",
-                   help="with --int8: the block residuals' 1x1 convs as bidrn::int8_pointwise or XNNPACK int8 convs; "
-                        "auto: bidrn where this machine's kernel for it is fast (AMX, AVX-512 VNNI, NEON)")
+    p.add_argument("--int8-pointwise", choices=["auto", "bidrn", "xnnpack"], default="auto",
+                   help="with --int8: the 1x1 convs (block residuals, heads) as bidrn::int8_pointwise or XNNPACK int8 "
+                        "convs; auto: bidrn where this machine's kernel for it is fast (AMX, AVX-512 VNNI, NEON)")
     p.add_argument("--model", help="model name for a checkpoint that does not record it")
     p.add_argument("--no-body-model", action="store_true", help="leave the SMPL-X layer (mesh outputs) out")
     p.add_argument("--reference", help="full-precision .pte to compare bytes with; exported there if missing "

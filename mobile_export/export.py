@@ -401,7 +401,7 @@ class ConversionStats:
     phase_folded_bn: int = 0  # BNs (with a ReLU after them) folded into those phase convs (deconv.py)
     space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
     subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
-    int8_block_residuals: int = 0  # block-residual 1 x 1 convs run as bidrn::int8_pointwise (Int8Pointwise)
+    int8_pointwise_convs: int = 0  # 1 x 1 convs (block residuals, heads) run as bidrn::int8_pointwise
     shared_shortcuts: int = 0  # block outputs written over their shortcut (share_shortcut_storage, at lowering)
     binary_weight_bytes: int = 0
 
@@ -928,17 +928,19 @@ def _observer_of(spec) -> nn.Module:
 
 
 class Int8Pointwise(nn.Module):
-    """A block residual of eq. 11 (1 x 1 conv + BN at a stage's first block, full precision in the paper) as
-    ``bidrn::int8_pointwise`` under ``--int8``: int8 per-tensor activations and int8 per-channel weights, as
-    XNNPACK's int8 conv ran it, with the float output straight out of the op (no int8 output requantization)
-    and none of the delegate's quantize, NHWC transpose, dequantize and NCHW transpose around the conv.
+    """A full-precision 1 x 1 conv (+ BN, + ReLU) as ``bidrn::int8_pointwise`` under ``--int8``: a block
+    residual of eq. 11 (1 x 1 conv + BN at a stage's first block, full precision in the paper) or a head's
+    1 x 1 conv. int8 per-tensor activations and int8 per-channel weights, as XNNPACK's int8 conv ran it, with
+    the float output straight out of the op (no int8 output requantization) and none of the delegate's
+    quantize, NHWC transpose, dequantize and NCHW transpose around the conv.
 
     The quantization parameters come from the XNNPACK quantizer's own configuration (the one
     :func:`_quantize_int8` uses for every other conv): a HistogramObserver on the conv's input over the
     calibration images, per-channel symmetric weights in [-127, 127] after the BN is folded. Until
     :meth:`freeze` the module runs the float conv and observes its input."""
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, stride: tuple[int, int] | None = None):
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, stride: tuple[int, int] | None = None,
+                 relu: bool = False):
         super().__init__()
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
         from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -954,6 +956,7 @@ class Int8Pointwise(nn.Module):
         self.register_buffer("weight_float", w.detach().flatten(1).clone())
         self.register_buffer("bias", b.detach().clone().float())
         self.stride = tuple(stride or conv.stride)
+        self.relu = bool(relu)
         config = get_symmetric_quantization_config(is_per_channel=True)
         self._observer = _observer_of(config.input_activation)
         self._weight_observer = _observer_of(config.weight)
@@ -964,9 +967,11 @@ class Int8Pointwise(nn.Module):
         if not self.frozen:
             xs = x[:, :, ::self.stride[0], ::self.stride[1]]
             self._observer(xs.detach())
-            return F.conv2d(xs, self.weight_float[:, :, None, None], self.bias)
+            y = F.conv2d(xs, self.weight_float[:, :, None, None], self.bias)
+            return F.relu(y) if self.relu else y
         return torch.ops.bidrn.int8_pointwise(x, self.weight, self.weight_sum, self.scale, self.bias,
-                                              self.input_scale_inv, self.input_zero_point, list(self.stride))
+                                              self.input_scale_inv, self.input_zero_point, list(self.stride),
+                                              self.relu)
 
     @torch.no_grad()
     def freeze(self) -> None:
@@ -993,42 +998,62 @@ class Int8Pointwise(nn.Module):
 # Kernels of bidrn::int8_pointwise that measured at least as fast as XNNPACK's int8 GEMM plus the layout
 # changes it saves (docs/kernels.md, "int8 pointwise"); NEON's sdot and widening kernels are the same blocks as
 # XNNPACK's, untimed on a phone. On x86 without AMX or AVX-512 VNNI the op's AVX2 kernel is slower than
-# XNNPACK's, so there the block residuals stay with XNNPACK.
+# XNNPACK's, so there the 1 x 1 convs stay with XNNPACK.
 FAST_INT8_POINTWISE = ("amx", "avx512_vnni", "neon_dotprod", "neon")
 
 
 def int8_pointwise_is_fast() -> bool:
     """Whether this machine's kernel for ``bidrn::int8_pointwise`` (kernel_library.int8_pointwise_kernel) is
-    one of :data:`FAST_INT8_POINTWISE`: the default of ``--int8-block-residuals auto``."""
+    one of :data:`FAST_INT8_POINTWISE`: the default of ``--int8-pointwise auto``."""
     from mobile_export import kernel_library
 
     return kernel_library.int8_pointwise_kernel() in FAST_INT8_POINTWISE
 
 
-def quantize_block_residuals(model: nn.Module, calibration: list[torch.Tensor]) -> int:
-    """Every fused BiDRN block's 1 x 1 conv (+ BN) block residual becomes a calibrated :class:`Int8Pointwise`;
-    returns how many. The calibration images run through the float model once."""
-    found = []
-    for block in model.modules():
-        if not isinstance(block, FusedBlock) or not isinstance(block.block_residual, nn.Sequential):
+def _pointwise_conv(m: nn.Module) -> tuple[nn.Conv2d, tuple[int, int] | None] | None:
+    """(conv, stride) when ``m`` is a plain 1 x 1 conv (or a SubsampledPointwise around one), else None."""
+    conv, stride = (m.conv, m.stride) if isinstance(m, SubsampledPointwise) else (m, None)
+    if type(conv) is not nn.Conv2d or conv.kernel_size != (1, 1) or conv.padding != (0, 0) or conv.groups != 1 \
+            or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        return None
+    return conv, stride
+
+
+def quantize_pointwise_convs(model: nn.Module, calibration: list[torch.Tensor]) -> int:
+    """Every full-precision 1 x 1 conv of the network becomes a calibrated :class:`Int8Pointwise`, with a BN
+    (eval) and a ReLU that follow it in an ``nn.Sequential`` folded in: the block residuals of eq. 11 (each
+    fused BiDRN block's Sequential(conv, BN)), the heads' Sequential(conv, BN, ReLU) and their bare 1 x 1
+    convs (joint heatmaps, BoxNet's centre map). Returns how many. The calibration images run through the
+    float model once. The SMPL-X layer (FLOAT_MODULES) has no convs; the stems and the phase convs are not
+    1 x 1 and stay with XNNPACK."""
+    found: list[tuple[nn.Module, str, Int8Pointwise, list[str]]] = []  # parent, child name, module, to blank
+    for parent in model.modules():
+        if isinstance(parent, (SubsampledPointwise, Int8Pointwise)) or type(parent).__name__ in FLOAT_MODULES:
             continue
-        layers = list(block.block_residual)
-        if not 1 <= len(layers) <= 2 or (len(layers) == 2 and not _is_bn(layers[1])):
-            continue
-        first = layers[0]
-        conv, stride = (first.conv, first.stride) if isinstance(first, SubsampledPointwise) else (first, None)
-        if type(conv) is not nn.Conv2d or conv.kernel_size != (1, 1) or conv.padding != (0, 0) or conv.groups != 1:
-            continue
-        found.append((block, Int8Pointwise(conv, layers[1] if len(layers) == 2 else None, stride)))
-    if not found:
-        return 0
-    for block, module in found:
-        block.block_residual = module
-    with torch.no_grad():
-        for img in calibration:
-            model(img)
-    for _, module in found:
-        module.freeze()
+        children = list(parent.named_children())
+        for i, (name, child) in enumerate(children):
+            hit = _pointwise_conv(child)
+            if hit is None:
+                continue
+            bn, relu, blank = None, False, []
+            if isinstance(parent, nn.Sequential):
+                rest = children[i + 1:]
+                if rest and _is_bn(rest[0][1]) and not rest[0][1].training:
+                    bn, blank = rest[0][1], [rest[0][0]]
+                    rest = rest[1:]
+                if rest and type(rest[0][1]) is nn.ReLU:
+                    relu, blank = True, blank + [rest[0][0]]
+            found.append((parent, name, Int8Pointwise(hit[0], bn, hit[1], relu), blank))
+    for parent, name, module, blank in found:
+        setattr(parent, name, module)
+        for other in blank:
+            setattr(parent, other, nn.Identity())
+    if found:
+        with torch.no_grad():
+            for img in calibration:
+                model(img)
+        for _, _, module, _ in found:
+            module.freeze()
     return len(found)
 
 
@@ -1067,11 +1092,11 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
 def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = False, body_model: bool | nn.Module = True,
                reference: str | Path | None = None, calibration_images: int = 4,
                model_name: str | None = None, image_at_a_time: bool = False,
-               int8_block_residuals: bool | None = None, log=lambda msg: None) -> ExportReport:
+               int8_pointwise: bool | None = None, log=lambda msg: None) -> ExportReport:
     """Export to ``out`` (.pte) and write ``out``.json; returns the report.
 
-    int8_block_residuals (``--int8`` only): run the block residuals as ``bidrn::int8_pointwise`` (True) or as
-    XNNPACK int8 convs (False); None decides by :func:`int8_pointwise_is_fast`.
+    int8_pointwise (``--int8`` only): run the 1 x 1 convs (block residuals, heads) as ``bidrn::int8_pointwise``
+    (True) or as XNNPACK int8 convs (False); None decides by :func:`int8_pointwise_is_fast`.
 
     reference: a full-precision .pte to compare bytes with; exported from :func:`full_precision_twin` if the
     file does not exist yet (cache it under an ignored folder such as out/export/).
@@ -1086,11 +1111,11 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     with torch.no_grad():
         eager = model(x)
     calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
-    if int8 and int8_block_residuals is None:
-        int8_block_residuals = int8_pointwise_is_fast()
-    if int8 and int8_block_residuals:
-        log("int8: block residuals as bidrn::int8_pointwise")
-        stats.int8_block_residuals = quantize_block_residuals(model, calib)
+    if int8 and int8_pointwise is None:
+        int8_pointwise = int8_pointwise_is_fast()
+    if int8 and int8_pointwise:
+        log("int8: 1 x 1 convs as bidrn::int8_pointwise")
+        stats.int8_pointwise_convs = quantize_pointwise_convs(model, calib)
     program = _export_program(model, x, cfg.name, log)
     if int8:
         log("int8: PT2E calibration")

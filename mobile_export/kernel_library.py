@@ -114,7 +114,7 @@ def load() -> ctypes.CDLL:
             lib.bidrn_int8_pointwise.restype = ctypes.c_char_p
             lib.bidrn_int8_pointwise_kernel.restype = ctypes.c_char_p
             lib.bidrn_int8_pointwise.argtypes = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
-                ctypes.c_float, ctypes.c_int32, ctypes.c_void_p]
+                ctypes.c_float, ctypes.c_int32, ctypes.c_int, ctypes.c_void_p]
             _handle = lib
     return _handle
 

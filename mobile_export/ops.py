@@ -347,24 +347,28 @@ def quantize_int8_reference(x, input_scale_inv: float, input_zero_point: int) ->
     return (torch.round(v) + input_zero_point).clamp(-128, 127).to(torch.int8)
 
 
-def int8_pointwise_reference(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, stride):
+def int8_pointwise_reference(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, stride,
+                             relu=False):
     """``bidrn::int8_pointwise``: a 1 x 1 conv of stride s without padding on int8 activations and weights.
 
         q[c, p]   = quantize_int8_reference(x[c, s_h i, s_w j])
         acc[o, p] = sum_c weight[o, c] q[c, p] - zero_point * weight_sum[o]        (exact integers)
         y[o, p]   = float(acc) * scale[o] + bias[o]                              (two float32 roundings)
+        y[o, p]   = y > 0 ? y : 0                                                (with relu)
 
     ``weight`` is int8 O x C, ``weight_sum`` int32 O (sum_c weight[o, c], stored at export), ``scale`` the
-    input scale times each output channel's weight scale. The export uses it for the block residual of
-    eq. 11 under ``--int8`` (export.Int8Pointwise); mobile_export/kernels/int8_pointwise.h is the C++ side."""
+    input scale times each output channel's weight scale. The export uses it under ``--int8`` for the block
+    residuals of eq. 11 and the heads' 1 x 1 convs (export.Int8Pointwise); mobile_export/kernels/int8_pointwise.h
+    is the C++ side."""
     q = quantize_int8_reference(x[:, :, ::stride[0], ::stride[1]], input_scale_inv, input_zero_point)
     # float64 sums of int8 products are exact (|acc| < 2^31 << 2^53).
     raw = torch.einsum("oc,nchw->nohw", weight.double(), q.double())
     acc = (raw.to(torch.int64) - input_zero_point * weight_sum.to(torch.int64).view(1, -1, 1, 1)).to(torch.int32)
-    return acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    y = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    return torch.where(y > 0, y, 0.0) if relu else y
 
 
-def int8_pointwise_fake(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, stride):
+def int8_pointwise_fake(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, stride, relu=False):
     return x.new_empty((x.shape[0], weight.shape[0], -(-x.shape[2] // stride[0]), -(-x.shape[3] // stride[1])))
 
 
@@ -385,7 +389,7 @@ SCHEMAS = {
                  "bool aligned=False, bool mirror=False",
     "subsample": "Tensor x, int[2] stride",
     "int8_pointwise": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, float input_scale_inv, "
-                      "int input_zero_point, int[2] stride",
+                      "int input_zero_point, int[2] stride, bool relu=False",
 }
 _KERNELS = {
     "binary_conv2d": (binary_conv2d_reference, binary_conv2d_fake),

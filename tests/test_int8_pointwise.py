@@ -4,6 +4,7 @@ kernel path bit-exact against the reference (integers and the float epilogue), t
 and export.Int8Pointwise within the error bound that int8 rounding allows."""
 from __future__ import annotations
 
+import copy
 import ctypes
 import random
 
@@ -34,7 +35,11 @@ def test_reference_is_the_integer_conv_of_the_quantized_input_scaled_per_channel
     q = torch.clamp(torch.round(x[:, :, ::2, ::3] * inv) + zp, -128, 127)  # no NaN or overflow in this input
     acc = F.conv2d(q.double() - zp, weight.double()[:, :, None, None])
     assert y.shape == (2, 3, 4, 2)
-    assert torch.equal(y, acc.float() * scale.view(1, 3, 1, 1) + bias.view(1, 3, 1, 1))
+    want = acc.float() * scale.view(1, 3, 1, 1) + bias.view(1, 3, 1, 1)
+    assert torch.equal(y, want)
+    with_relu = ops.int8_pointwise_reference(x, weight, weight.int().sum(1, dtype=torch.int32), scale, bias, inv, zp,
+                                             [2, 3], relu=True)
+    assert torch.equal(with_relu, want.clamp_min(0.0)) and (want < 0).any()
 
 
 def random_case(rng: random.Random, gen: torch.Generator):
@@ -45,18 +50,18 @@ def random_case(rng: random.Random, gen: torch.Generator):
     x.view(-1)[torch.randint(0, x.numel(), (3,), generator=gen)] = torch.tensor([float("nan"), float("inf"), -1e9])
     weight = torch.randint(-128, 128, (o, c), generator=gen, dtype=torch.int8)
     args = (x, weight, weight.int().sum(1, dtype=torch.int32), torch.rand(o, generator=gen) * 1e-3,
-            torch.randn(o, generator=gen), rng.uniform(2, 40), rng.randint(-128, 127), stride)
+            torch.randn(o, generator=gen), rng.uniform(2, 40), rng.randint(-128, 127), stride, rng.random() < 0.5)
     return args
 
 
-def run_c(x, weight, weight_sum, scale, bias, inv, zp, stride):
+def run_c(x, weight, weight_sum, scale, bias, inv, zp, stride, relu):
     lib = kernel_library.load()
     n, c, h, w = x.shape
     out = torch.empty(n, weight.shape[0], -(-h // stride[0]), -(-w // stride[1]))
     dims = (ctypes.c_int64 * 7)(n, c, h, w, weight.shape[0], *stride)
     ptr = lambda t: t.contiguous().data_ptr()  # noqa: E731 (the tensors here are contiguous already)
     err = lib.bidrn_int8_pointwise(dims, ptr(x), ptr(weight), ptr(weight_sum), ptr(scale), ptr(bias), inv, zp,
-                                   out.data_ptr())
+                                   int(relu), out.data_ptr())
     assert err is None, err.decode()
     return out
 
@@ -80,7 +85,7 @@ def test_bad_arguments_get_a_sentence_not_a_crash():
     for dims, inv, zp, words in (((1, 4, 2, 2, 3, 0, 1), 1.0, 0, "stride"), ((1, 4, 2, 2, 3, 1, 1), 1.0, 300, "zero_point"),
                                  ((1, 4, 2, 2, 3, 1, 1), 0.0, 0, "input_scale_inv")):
         err = lib.bidrn_int8_pointwise((ctypes.c_int64 * 7)(*dims), x.data_ptr(), w.data_ptr(), s.data_ptr(),
-                                       b.data_ptr(), b.data_ptr(), inv, zp, out.data_ptr())
+                                       b.data_ptr(), b.data_ptr(), inv, zp, 0, out.data_ptr())
         assert err is not None and words in err.decode()
 
 
@@ -89,11 +94,11 @@ class _Pointwise(nn.Module):
         super().__init__()
         for name, t in zip(("weight", "weight_sum", "scale", "bias"), args[1:5]):
             self.register_buffer(name, t)
-        self.inv, self.zp, self.stride = args[5:]
+        self.inv, self.zp, self.stride, self.relu = args[5:]
 
     def forward(self, x):
         return torch.ops.bidrn.int8_pointwise(x, self.weight, self.weight_sum, self.scale, self.bias, self.inv,
-                                              self.zp, self.stride)
+                                              self.zp, self.stride, self.relu)
 
 
 def test_pte_runs_the_op_in_executorch_bit_exact(tmp_path):
@@ -142,7 +147,7 @@ def test_freeze_without_calibration_says_what_to_do():
 
 
 def test_auto_lowering_takes_the_op_only_where_its_kernel_is_fast():
-    """--int8-block-residuals auto: the op on AMX, AVX-512 VNNI and NEON; XNNPACK where the op would run its
+    """--int8-pointwise auto: the op on AMX, AVX-512 VNNI and NEON; XNNPACK where the op would run its
     AVX2 or scalar block kernel (3-5x slower than XNNPACK's int8 GEMM, docs/kernels.md)."""
     expected = {"amx": "amx", "avx2": "avx2", "scalar": "scalar", "neon_dotprod": "neon_dotprod", "neon": "neon"}
     for path in kernel_library.supported_paths():
@@ -203,10 +208,41 @@ def test_two_threads_split_the_work_and_keep_every_bit(tmp_path):
     g = torch.Generator().manual_seed(9)
     weight = torch.randint(-127, 128, (72, 40), generator=g, dtype=torch.int8)
     args = (torch.randn(2, 40, 33, 29, generator=g), weight, weight.int().sum(1, dtype=torch.int32),
-            torch.rand(72, generator=g) * 1e-3, torch.randn(72, generator=g), 7.5, 3, [2, 1])
+            torch.rand(72, generator=g) * 1e-3, torch.randn(72, generator=g), 7.5, 3, [2, 1], True)
     path = tmp_path / "pointwise.pte"
     export.save_program(_Pointwise(args).eval(), (args[0],), path)
     torch.save((args[0], ops.int8_pointwise_reference(*args)), tmp_path / "io.pt")
     done = subprocess.run([sys.executable, "-c", TWO_THREADS, str(path), str(tmp_path / "io.pt")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "bit-exact" in done.stdout, done.stderr[-3000:]
+
+
+class _Head(nn.Module):
+    """A rotation head's Sequential(1 x 1 conv, BN, ReLU), a bare 1 x 1 conv and a 3 x 3 conv (left alone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(16, 24, 1), nn.BatchNorm2d(24), nn.ReLU())
+        self.heatmap = nn.Conv2d(24, 5, 1)
+        self.other = nn.Conv2d(5, 5, 3, padding=1)
+
+    def forward(self, x):
+        return self.other(self.heatmap(self.block(x)))
+
+
+def test_head_convs_with_bn_and_relu_become_one_op_each():
+    torch.manual_seed(1)
+    head = _Head().eval()
+    head.block[1].running_mean.uniform_(-0.2, 0.2), head.block[1].running_var.uniform_(0.5, 1.5)
+    calib = [torch.randn(1, 16, 9, 7) for _ in range(3)]
+    with torch.no_grad():
+        want = head(calib[0])
+    quantized = copy.deepcopy(head)
+    assert export.quantize_pointwise_convs(quantized, calib) == 2
+    assert [type(m).__name__ for m in quantized.block] == ["Int8Pointwise", "Identity", "Identity"]
+    assert quantized.block[0].relu and not quantized.heatmap.relu and type(quantized.other) is nn.Conv2d
+    with torch.no_grad():
+        inner = quantized.block(calib[0])
+        got = quantized(calib[0])
+    assert (inner >= 0).all() and (inner == 0).any()  # the ReLU ran inside the op
+    assert (got - want).abs().max() < 0.05 * want.abs().max()  # int8 rounding, two layers deep

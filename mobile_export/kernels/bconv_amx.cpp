@@ -500,12 +500,14 @@ void pointwise_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const 
         const int64_t n = p_end - p_first, whole = n / 16;
         for (int64_t v = 0; v < whole; ++v) {
           const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(acc_row + (v >> 1) * 1024 + (v & 1) * 256), offset);
-          _mm512_storeu_ps(row + v * 16, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias));
+          const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
+          _mm512_storeu_ps(row + v * 16, relu_if(y, a.relu));
         }
         if (n % 16) {
           const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(acc_row + (whole >> 1) * 1024 + (whole & 1) * 256), offset);
+          const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
           _mm512_mask_storeu_ps(row + whole * 16, static_cast<__mmask16>((1u << (n % 16)) - 1),
-                                _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias));
+                                relu_if(y, a.relu));
         }
       }
     }

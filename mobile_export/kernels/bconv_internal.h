@@ -57,6 +57,7 @@ struct PointwiseJob {
   const float* scale = nullptr;
   const float* bias = nullptr;
   int32_t zero_point = 0;
+  bool relu = false;
   float* out = nullptr;  // N x O x pixels
 };
 constexpr int64_t kPointwiseBlock = 64;  // pixels per work item of the generic GEMM

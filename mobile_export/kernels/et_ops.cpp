@@ -291,7 +291,7 @@ Tensor& subsample_out(KernelRuntimeContext& ctx, const Tensor& x, ArrayRef<int64
 // scale and bias float32 O.
 Tensor& int8_pointwise_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& weight_sum,
                            const Tensor& scale, const Tensor& bias, double input_scale_inv, int64_t input_zero_point,
-                           ArrayRef<int64_t> stride, Tensor& out) {
+                           ArrayRef<int64_t> stride, bool relu, Tensor& out) {
   ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float && x.dim() == 4, InvalidArgument, out,
                       "x must be float32 N x C x H x W");
   ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Char && weight.dim() == 2 && weight.size(1) == x.size(1),
@@ -312,6 +312,7 @@ Tensor& int8_pointwise_out(KernelRuntimeContext& ctx, const Tensor& x, const Ten
   a.scale = scale.const_data_ptr<float>(), a.bias = bias.const_data_ptr<float>(), a.out_channels = O;
   a.input_scale_inv = static_cast<float>(input_scale_inv);
   a.zero_point = static_cast<int32_t>(input_zero_point);
+  a.relu = relu;
   const char* err = check_pointwise(a);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr && input_zero_point == a.zero_point, InvalidArgument, out, "%s",
                       err ? err : "zero_point must be in [-128, 127]");
@@ -320,7 +321,8 @@ Tensor& int8_pointwise_out(KernelRuntimeContext& ctx, const Tensor& x, const Ten
                       InvalidArgument, out, "out must be float32 N x out_channels x ceil(H / s_h) x ceil(W / s_w)");
   a.out = out.mutable_data_ptr<float>();
   char name[96];
-  std::snprintf(name, sizeof(name), "bidrn::int8_pointwise %lld->%lld %lldx%lld/%lld",
+  std::snprintf(name, sizeof(name), relu ? "bidrn::int8_pointwise %lld->%lld %lldx%lld/%lld +relu"
+                                        : "bidrn::int8_pointwise %lld->%lld %lldx%lld/%lld",
                 static_cast<long long>(a.in_channels), static_cast<long long>(O), static_cast<long long>(a.in_h),
                 static_cast<long long>(a.in_w), static_cast<long long>(a.stride_h));
   executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);

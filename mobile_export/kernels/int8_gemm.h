@@ -100,6 +100,8 @@ void generic_int8_rows(const PointwiseJob& j, int64_t i0, int64_t i1) {
         const float scale = j.scale[o + b], bias = j.bias[o + b];
         float* row = out + (o + b) * j.pixels + pb0;
         for (int64_t a = 0; a < pb1 - pb0; ++a) row[a] = static_cast<float>(acc[b][a] - offset) * scale + bias;
+        if (j.relu)
+          for (int64_t a = 0; a < pb1 - pb0; ++a) row[a] = row[a] > 0.0f ? row[a] : 0.0f;
       }
     }
   }

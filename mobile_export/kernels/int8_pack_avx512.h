@@ -28,6 +28,11 @@ inline __m512 load_strided(const float* row, int64_t ox, int n, int64_t sw, int6
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, row, 4);
 }
 
+// The op's optional ReLU on 16 floats: y where y > 0, else +0 (-0 and NaN included), as y > 0 ? y : 0.
+inline __m512 relu_if(__m512 y, bool relu) {
+  return relu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), y) : y;
+}
+
 // quantize_int8 on 16 lanes: NaN -> 0, clamp to +-256, round half to even, + zero point, clamp to int8.
 inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp) {
   v = _mm512_mul_ps(v, inv);

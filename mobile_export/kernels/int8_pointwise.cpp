@@ -70,6 +70,7 @@ void generic_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
   PointwiseJob job;
   job.xq = xq, job.w = w, job.kp = kp, job.pixels = pixels, job.rows = rows, job.out_channels = O;
   job.weight_sum = a.weight_sum, job.scale = a.scale, job.bias = a.bias, job.zero_point = a.zero_point;
+  job.relu = a.relu;
   job.out = a.out;
   const auto rows_fn = kernels_for(active_path()).int8_rows;
   const int64_t items = a.batch * ((pixels + kPointwiseBlock - 1) / kPointwiseBlock);
@@ -111,12 +112,12 @@ const char* bidrn_int8_pointwise_kernel() {
 
 const char* bidrn_int8_pointwise(const int64_t* v, const float* x, const int8_t* weight, const int32_t* weight_sum,
                                  const float* scale, const float* bias, float input_scale_inv, int32_t zero_point,
-                                 float* out) {
+                                 int relu, float* out) {
   bidrn::PointwiseArgs a;
   a.batch = v[0], a.in_channels = v[1], a.in_h = v[2], a.in_w = v[3], a.out_channels = v[4];
   a.stride_h = v[5], a.stride_w = v[6];
   a.x = x, a.weight = weight, a.weight_sum = weight_sum, a.scale = scale, a.bias = bias;
-  a.input_scale_inv = input_scale_inv, a.zero_point = zero_point, a.out = out;
+  a.input_scale_inv = input_scale_inv, a.zero_point = zero_point, a.relu = relu != 0, a.out = out;
   if (const char* err = bidrn::check_pointwise(a)) return err;
   bidrn::int8_pointwise(a, serial_for);
   return nullptr;

@@ -1,12 +1,14 @@
-// int8 1 x 1 convolution with float input and output: the int8 export's block residual (eq. 11's BR at a
-// stage's first block, a full-precision 1 x 1 conv + BN) as one op of this library instead of XNNPACK's
-// quantize, NHWC transpose, int8 GEMM, dequantize and NCHW transpose around it. Semantics (ops.py,
+// int8 1 x 1 convolution with float input and output: the int8 export's block residuals (eq. 11's BR at a
+// stage's first block, a full-precision 1 x 1 conv + BN) and the heads' 1 x 1 convs (+ BN + ReLU) as one op
+// of this library instead of XNNPACK's quantize, NHWC transpose, int8 GEMM, dequantize and NCHW transpose
+// around each. Semantics (ops.py,
 // int8_pointwise_reference, is the definition):
 //
 //   q[c, p]  = clamp(round_half_even(x[c, s_h i, s_w j] * input_scale_inv) + zero_point, -128, 127)
 //              (NaN reads as 0, the product clamped to +-256 first)
 //   acc[o,p] = sum_c weight[o, c] * q[c, p] - zero_point * weight_sum[o]      (exact int32)
 //   y[o, p]  = float(acc) * scale[o] + bias[o]                               (two roundings, no FMA)
+//   y[o, p]  = y[o, p] > 0 ? y[o, p] : 0                                     (only with relu)
 //
 // weight_sum[o] = sum_c weight[o, c] is computed once at export. Every path computes the same integers, so
 // every path's floats are bit for bit the same.
@@ -28,6 +30,7 @@ struct PointwiseArgs {
   int64_t out_channels = 0;
   float input_scale_inv = 1.0f;
   int32_t zero_point = 0;
+  bool relu = false;
   float* out = nullptr;  // N x O x ceil(H / s_h) x ceil(W / s_w)
 };
 
@@ -60,5 +63,5 @@ BIDRN_API const char* bidrn_int8_pointwise_kernel();
 // out_channels, stride_h, stride_w.
 BIDRN_API const char* bidrn_int8_pointwise(const int64_t* shape7, const float* x, const int8_t* weight,
                                            const int32_t* weight_sum, const float* scale, const float* bias,
-                                           float input_scale_inv, int32_t zero_point, float* out);
+                                           float input_scale_inv, int32_t zero_point, int relu, float* out);
 }

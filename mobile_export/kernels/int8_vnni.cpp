@@ -74,7 +74,7 @@ void vnni_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const int8_
         const __m512i v = _mm512_sub_epi32(acc[h][j], _mm512_set1_epi32((a.zero_point + 128) * a.weight_sum[o]));
         const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(a.scale[o])),
                                        _mm512_set1_ps(a.bias[o]));
-        _mm512_mask_storeu_ps(out + o * pixels + p, m, y);
+        _mm512_mask_storeu_ps(out + o * pixels + p, m, relu_if(y, a.relu));
       }
     }
   }

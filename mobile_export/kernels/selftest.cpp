@@ -4,7 +4,7 @@
 // partial sum, post affine, shortcut; FDR's branches in one call) against the same steps written out in
 // float, in the documented order; and of bidrn::int8_pointwise (int8_pointwise.h) against its definition
 // written out step by step, on odd channel counts, pixel and channel tails, strides 1-3, rounding ties, NaN,
-// infinities and saturating values. No ExecuTorch: it is what runs under qemu-aarch64.
+// infinities and saturating values, with and without its ReLU. No ExecuTorch: it is what runs under qemu-aarch64.
 //   bidrn_selftest [--expect-path NAME] [--cases N]
 // Prints the dispatched path and one line per path; exits 1 on any mismatch or unexpected dispatch.
 #include <algorithm>
@@ -350,6 +350,7 @@ struct PointwiseCase {
   std::vector<int32_t> wsum;
   float inv = 1.0f;
   int32_t zp = 0;
+  bool relu = false;
   std::vector<float> want;
 };
 
@@ -364,6 +365,7 @@ PointwiseCase random_pointwise_case(std::mt19937& rng, int i) {
   std::copy(v, v + 7, c.shape);
   c.inv = std::uniform_real_distribution<float>(2.0f, 60.0f)(rng);
   c.zp = int32_t(pick(-128, 127));
+  c.relu = i % 2 == 1;
   std::normal_distribution<float> normal(0.0f, 1.5f);
   c.x.resize(size_t(N * C * H * W));
   for (float& x : c.x) {
@@ -394,7 +396,8 @@ PointwiseCase random_pointwise_case(std::mt19937& rng, int i) {
         for (int64_t o = 0; o < O; ++o) {
           int32_t acc = 0;
           for (int64_t ch = 0; ch < C; ++ch) acc += int32_t(c.w[size_t(o * C + ch)]) * (q[size_t(ch)] - c.zp);
-          c.want[size_t(((n * O + o) * oh + y) * ow + xx)] = static_cast<float>(acc) * c.scale[size_t(o)] + c.bias[size_t(o)];
+          const float v = static_cast<float>(acc) * c.scale[size_t(o)] + c.bias[size_t(o)];
+          c.want[size_t(((n * O + o) * oh + y) * ow + xx)] = c.relu ? (v > 0.0f ? v : 0.0f) : v;
         }
       }
   return c;
@@ -403,7 +406,7 @@ PointwiseCase random_pointwise_case(std::mt19937& rng, int i) {
 std::string check_pointwise_case(const PointwiseCase& c) {
   std::vector<float> y(c.want.size(), -7.0f);
   if (const char* err = bidrn_int8_pointwise(c.shape, c.x.data(), c.w.data(), c.wsum.data(), c.scale.data(),
-                                             c.bias.data(), c.inv, c.zp, y.data()))
+                                             c.bias.data(), c.inv, c.zp, c.relu, y.data()))
     return err;
   for (size_t i = 0; i < y.size(); ++i)
     if (!same_float(y[i], c.want[i])) return "int8 pointwise output " + std::to_string(i) + " differs";
