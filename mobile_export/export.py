@@ -507,6 +507,9 @@ class ExportReport:
         lines.append(f"folded: {s.get('folded_bn', 0)} BN, {s.get('folded_activation', 0)} activations; "
                      f"{s.get('packed_links', 0)} packed-sign links; {s.get('shared_shortcuts', 0)} block outputs "
                      f"over their shortcut; binary weights {s.get('binary_weight_bytes', 0) / 1e6:.2f} MB")
+        if self.int8:
+            lines.append(f"int8 1x1 convs as bidrn::int8_pointwise: {s.get('int8_pointwise_convs', 0)} "
+                         f"(the rest of the int8 convs and linears on XNNPACK)")
         if self.ops_outside_xnnpack:
             lines.append("outside XNNPACK: " + ", ".join(f"{k} x{v}" for k, v in
                                                          sorted(self.ops_outside_xnnpack.items())))

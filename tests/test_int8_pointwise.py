@@ -246,3 +246,12 @@ def test_head_convs_with_bn_and_relu_become_one_op_each():
         got = quantized(calib[0])
     assert (inner >= 0).all() and (inner == 0).any()  # the ReLU ran inside the op
     assert (got - want).abs().max() < 0.05 * want.abs().max()  # int8 rounding, two layers deep
+
+
+def test_export_summary_counts_the_int8_pointwise_convs():
+    report = export.ExportReport(model="bidrn", path="m.pte", bytes=1, int8=True, input_shape=[1, 3, 512, 384],
+                                 outputs=[], output_shapes={}, body_model=False, export_seconds=1.0,
+                                 stats={"int8_pointwise_convs": 18}, ops_outside_xnnpack={"int8_pointwise": 18})
+    assert "int8 1x1 convs as bidrn::int8_pointwise: 18" in report.summary()
+    report.int8 = False
+    assert "int8_pointwise:" not in report.summary()
