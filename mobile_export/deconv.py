@@ -33,7 +33,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from mobile_export.rewrite import replace_children
 
 
-def _taps(kernel: int, stride: int, padding: int, phase: int) -> list[tuple[int, int]]:
+def phase_taps(kernel: int, stride: int, padding: int, phase: int) -> list[tuple[int, int]]:
     """(input offset d, kernel index k) of one phase's taps, offsets ascending: iy = j + d."""
     return sorted(((phase + padding - k) // stride, k) for k in range(kernel) if (phase + padding - k) % stride == 0)
 
@@ -54,14 +54,14 @@ class PhasedConvTranspose2d(nn.Module):
             raise ValueError(f"cannot phase-decompose {d}: needs groups 1, dilation 1, no output padding and "
                              "kernel = stride + 2 padding")
         (kh, kw), (sh, sw), (ph, pw) = d.kernel_size, d.stride, d.padding
-        self.stride = (sh, sw)
+        self.kernel_size, self.stride, self.padding = (kh, kw), (sh, sw), (ph, pw)
         w = d.weight.detach()  # in x out x kh x kw
         self.convs = nn.ModuleList()
         self.offsets: list[tuple[int, int, int, int]] = []
         for ry in range(sh):
-            rows = _taps(kh, sh, ph, ry)
+            rows = phase_taps(kh, sh, ph, ry)
             for rx in range(sw):
-                cols = _taps(kw, sw, pw, rx)
+                cols = phase_taps(kw, sw, pw, rx)
                 kernel = w[:, :, [k for _, k in rows]][:, :, :, [k for _, k in cols]]
                 conv = nn.Conv2d(w.shape[0], w.shape[1], (len(rows), len(cols)), bias=d.bias is not None)
                 with torch.no_grad():

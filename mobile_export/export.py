@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
 from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
-from mobile_export.deconv import fold_into_phases, phase_transposed_convs
+from mobile_export.deconv import PhasedConvTranspose2d, fold_into_phases, phase_transposed_convs
 from mobile_export.stems import space_to_depth_stems
 from mobile_export import ops
 
@@ -402,6 +402,7 @@ class ConversionStats:
     space_to_depth_convs: int = 0  # int8 stems run on the 2 x 2 pixel phases (stems.py)
     subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
     int8_pointwise_convs: int = 0  # 1 x 1 convs (block residuals, heads) run as bidrn::int8_pointwise
+    int8_deconvs: int = 0  # phase-decomposed deconvs run as bidrn::int8_conv_transpose2d (Int8ConvTranspose)
     shared_shortcuts: int = 0  # block outputs written over their shortcut (share_shortcut_storage, at lowering)
     binary_weight_bytes: int = 0
 
@@ -508,8 +509,9 @@ class ExportReport:
                      f"{s.get('packed_links', 0)} packed-sign links; {s.get('shared_shortcuts', 0)} block outputs "
                      f"over their shortcut; binary weights {s.get('binary_weight_bytes', 0) / 1e6:.2f} MB")
         if self.int8:
-            lines.append(f"int8 1x1 convs as bidrn::int8_pointwise: {s.get('int8_pointwise_convs', 0)} "
-                         f"(the rest of the int8 convs and linears on XNNPACK)")
+            lines.append(f"int8 1x1 convs as bidrn::int8_pointwise: {s.get('int8_pointwise_convs', 0)}; deconvs as "
+                         f"bidrn::int8_conv_transpose2d: {s.get('int8_deconvs', 0)} (the rest of the int8 convs and "
+                         f"linears on XNNPACK)")
         if self.ops_outside_xnnpack:
             lines.append("outside XNNPACK: " + ", ".join(f"{k} x{v}" for k, v in
                                                          sorted(self.ops_outside_xnnpack.items())))
@@ -998,6 +1000,66 @@ class Int8Pointwise(nn.Module):
         self.frozen = True
 
 
+class Int8ConvTranspose(nn.Module):
+    """A phase-decomposed full-precision transposed conv (deconv.PhasedConvTranspose2d, its BN and ReLU
+    folded in: BoxNet's deconv3) as ``bidrn::int8_conv_transpose2d`` under ``--int8``: the phase convs'
+    int8 GEMMs in one op that writes the interleaved float output itself, instead of four XNNPACK int8
+    convs, their layout changes and the stack-and-transpose interleave. Quantized as :class:`Int8Pointwise`
+    (the XNNPACK quantizer's specs; one per-channel weight scale over all phases of an output channel)."""
+
+    def __init__(self, phased):
+        super().__init__()
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+        convs = list(phased.convs)
+        if phased.activation is not None and type(phased.activation) is not nn.ReLU:
+            raise UnsupportedLayerError(f"Int8ConvTranspose takes a ReLU or no activation, got {phased.activation}")
+        self.phased = phased  # runs the float convs until freeze (calibration)
+        self.kernel_size, self.stride, self.padding = phased.kernel_size, phased.stride, phased.padding
+        self.relu = phased.activation is not None
+        # phases*O x taps*C: phase conv r's weight O x C x th x tw as rows (ty, tx, c) (ops.pack_phase_weights)
+        self.register_buffer("weight_float", torch.cat([c.weight.detach().permute(0, 2, 3, 1).flatten(1) for c in convs]))
+        bias = convs[0].bias.detach() if convs[0].bias is not None else torch.zeros(convs[0].out_channels)
+        self.register_buffer("bias", bias.clone().float())
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        self._observer = _observer_of(config.input_activation)
+        self._weight_observer = _observer_of(config.weight)
+        self._weight_spec = config.weight
+        self.frozen = False
+
+    def forward(self, x):
+        if not self.frozen:
+            self._observer(x.detach())
+            return self.phased(x)
+        return torch.ops.bidrn.int8_conv_transpose2d(x, self.weight, self.weight_sum, self.scale, self.bias,
+                                                     self.input_scale_inv, self.input_zero_point,
+                                                     list(self.kernel_size), list(self.stride), list(self.padding),
+                                                     self.relu)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Quantization parameters from what the observer saw; then the module runs the op."""
+        if not torch.isfinite(self._observer.min_val).all():
+            raise ExportError("Int8ConvTranspose.freeze: no calibration input was observed")
+        x_scale, x_zp = self._observer.calculate_qparams()
+        phases = self.stride[0] * self.stride[1]
+        o = self.bias.shape[0]
+        per_channel = self.weight_float.view(phases, o, -1).permute(1, 0, 2).reshape(o, -1)  # O x all taps
+        self._weight_observer(per_channel)
+        w_scale, w_zp = self._weight_observer.calculate_qparams()
+        spec = self._weight_spec
+        weight = torch.ops.quantized_decomposed.quantize_per_channel(
+            self.weight_float, w_scale.repeat(phases), w_zp.repeat(phases), 0, spec.quant_min, spec.quant_max,
+            spec.dtype)
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("weight_sum", weight.to(torch.int32).sum(1, dtype=torch.int32))
+        self.register_buffer("scale", (x_scale.float() * w_scale.float()).contiguous())
+        self.input_scale_inv = float(torch.tensor(1.0, dtype=torch.float32) / x_scale.float())
+        self.input_zero_point = int(x_zp)
+        del self.weight_float, self._observer, self._weight_observer, self._weight_spec, self.phased
+        self.frozen = True
+
+
 # Kernels of bidrn::int8_pointwise that measured at least as fast as XNNPACK's int8 GEMM plus the layout
 # changes it saves (docs/kernels.md, "int8 pointwise"); NEON's sdot and widening kernels are the same blocks as
 # XNNPACK's, untimed on a phone. On x86 without AMX or AVX-512 VNNI the op's AVX2 kernel is slower than
@@ -1022,19 +1084,23 @@ def _pointwise_conv(m: nn.Module) -> tuple[nn.Conv2d, tuple[int, int] | None] | 
     return conv, stride
 
 
-def quantize_pointwise_convs(model: nn.Module, calibration: list[torch.Tensor]) -> int:
+def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor]) -> tuple[int, int]:
     """Every full-precision 1 x 1 conv of the network becomes a calibrated :class:`Int8Pointwise`, with a BN
     (eval) and a ReLU that follow it in an ``nn.Sequential`` folded in: the block residuals of eq. 11 (each
     fused BiDRN block's Sequential(conv, BN)), the heads' Sequential(conv, BN, ReLU) and their bare 1 x 1
-    convs (joint heatmaps, BoxNet's centre map). Returns how many. The calibration images run through the
-    float model once. The SMPL-X layer (FLOAT_MODULES) has no convs; the stems and the phase convs are not
-    1 x 1 and stay with XNNPACK."""
-    found: list[tuple[nn.Module, str, Int8Pointwise, list[str]]] = []  # parent, child name, module, to blank
+    convs (joint heatmaps, BoxNet's centre map). Every phase-decomposed transposed conv (BoxNet's deconv3)
+    becomes an :class:`Int8ConvTranspose`. Returns how many of each. The calibration images run through the
+    float model once. The SMPL-X layer (FLOAT_MODULES) has no convs; the stems stay with XNNPACK."""
+    found: list[tuple[nn.Module, str, nn.Module, list[str]]] = []  # parent, child name, module, to blank
     for parent in model.modules():
-        if isinstance(parent, (SubsampledPointwise, Int8Pointwise)) or type(parent).__name__ in FLOAT_MODULES:
+        if isinstance(parent, (SubsampledPointwise, Int8Pointwise, Int8ConvTranspose, PhasedConvTranspose2d)) \
+                or type(parent).__name__ in FLOAT_MODULES:
             continue
         children = list(parent.named_children())
         for i, (name, child) in enumerate(children):
+            if isinstance(child, PhasedConvTranspose2d) and type(child.activation) in (type(None), nn.ReLU):
+                found.append((parent, name, Int8ConvTranspose(child), []))
+                continue
             hit = _pointwise_conv(child)
             if hit is None:
                 continue
@@ -1057,7 +1123,8 @@ def quantize_pointwise_convs(model: nn.Module, calibration: list[torch.Tensor]) 
                 model(img)
         for _, _, module, _ in found:
             module.freeze()
-    return len(found)
+    deconvs = sum(isinstance(m, Int8ConvTranspose) for _, _, m, _ in found)
+    return len(found) - deconvs, deconvs
 
 
 def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
@@ -1117,8 +1184,8 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     if int8 and int8_pointwise is None:
         int8_pointwise = int8_pointwise_is_fast()
     if int8 and int8_pointwise:
-        log("int8: 1 x 1 convs as bidrn::int8_pointwise")
-        stats.int8_pointwise_convs = quantize_pointwise_convs(model, calib)
+        log("int8: 1 x 1 convs as bidrn::int8_pointwise, phased deconvs as bidrn::int8_conv_transpose2d")
+        stats.int8_pointwise_convs, stats.int8_deconvs = quantize_own_int8_ops(model, calib)
     program = _export_program(model, x, cfg.name, log)
     if int8:
         log("int8: PT2E calibration")
@@ -1151,7 +1218,7 @@ def _reference_size(cfg, path: Path, body_model, log) -> dict:
 # ---------------------------------------------------------------- running
 
 _OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align", "subsample",
-            "int8_pointwise")
+            "int8_pointwise", "int8_conv_transpose2d")
 
 
 def check_ops_version(path: str | Path) -> None:

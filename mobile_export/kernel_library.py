@@ -113,8 +113,11 @@ def load() -> ctypes.CDLL:
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
             lib.bidrn_int8_pointwise.restype = ctypes.c_char_p
             lib.bidrn_int8_pointwise_kernel.restype = ctypes.c_char_p
-            lib.bidrn_int8_pointwise.argtypes = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
+            lib.bidrn_int8_conv_transpose2d.restype = ctypes.c_char_p
+            # shape, x, weight, weight_sum, scale, bias, input_scale_inv, zero_point, relu, out
+            int8_args = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
                 ctypes.c_float, ctypes.c_int32, ctypes.c_int, ctypes.c_void_p]
+            lib.bidrn_int8_pointwise.argtypes = lib.bidrn_int8_conv_transpose2d.argtypes = int8_args
             _handle = lib
     return _handle
 

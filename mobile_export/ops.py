@@ -42,7 +42,7 @@ from torch.nn import functional as F
 # other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
 # loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
 # 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`. A new op (bidrn::subsample,
-# bidrn::int8_pointwise) changes no existing schema and needs no new number: an older library refuses such a
+# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d) changes no existing schema and needs no new number: an older library refuses such a
 # program at load (missing operator).
 OPS_VERSION = 3
 
@@ -372,6 +372,64 @@ def int8_pointwise_fake(x, weight, weight_sum, scale, bias, input_scale_inv, inp
     return x.new_empty((x.shape[0], weight.shape[0], -(-x.shape[2] // stride[0]), -(-x.shape[3] // stride[1])))
 
 
+def _phases(kernel_size, stride, padding):
+    """[(phase, row taps, column taps)] of a transposed conv with kernel = stride + 2 padding, phase-major as
+    bidrn::int8_conv_transpose2d orders its weights (taps: (input offset, kernel index), offsets ascending)."""
+    from mobile_export.deconv import phase_taps
+
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    return [(ry * sw + rx, phase_taps(kh, sh, ph, ry), phase_taps(kw, sw, pw, rx)) for ry in range(sh) for rx in range(sw)]
+
+
+def pack_phase_weights(w: torch.Tensor, stride, padding) -> torch.Tensor:
+    """ConvTranspose2d weight (C x O x kh x kw) -> phases*O x taps*C: per phase, output channel o's row holds
+    tap t = (ty, tx) row-major, then channel c, at t C + c (int8_conv_transpose2d's layout)."""
+    c, o, kh, kw = w.shape
+    blocks = []
+    for _, rows, cols in _phases((kh, kw), stride, padding):
+        taps = w[:, :, [k for _, k in rows]][:, :, :, [k for _, k in cols]]  # C x O x th x tw
+        blocks.append(taps.permute(1, 2, 3, 0).reshape(o, -1))
+    return torch.cat(blocks)
+
+
+def unpack_phase_weights(weight: torch.Tensor, in_channels: int, kernel_size, stride, padding) -> torch.Tensor:
+    """Inverse of :func:`pack_phase_weights`: the ConvTranspose2d weight, C x O x kh x kw."""
+    phases = _phases(kernel_size, stride, padding)
+    o = weight.shape[0] // len(phases)
+    w = weight.new_zeros((in_channels, o, *kernel_size))
+    for r, rows, cols in phases:
+        block = weight[r * o:(r + 1) * o].reshape(o, len(rows), len(cols), in_channels)
+        for ty, (_, ky) in enumerate(rows):
+            for tx, (_, kx) in enumerate(cols):
+                w[:, :, ky, kx] = block[:, ty, tx, :].transpose(0, 1)
+    return w
+
+
+def int8_conv_transpose2d_reference(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point,
+                                    kernel_size, stride, padding, relu=False):
+    """``bidrn::int8_conv_transpose2d``: a transposed conv with kernel = stride + 2 padding (the output exactly
+    stride x the input: BoxNet's k4 s2 p1 deconv) on int8 activations and weights, run as one int8 conv per
+    output phase (mobile_export/deconv.py's decomposition):
+
+        q         = quantize_int8_reference(x)
+        acc[o, .] = conv_transpose2d(q - zero_point, W)[o, .]                  (exact integers)
+        y         = float(acc) * scale[o] + bias[o], then y > 0 ? y : 0 with relu
+
+    where W (C x O x kh x kw) is ``weight`` (phases*O x taps*C, :func:`pack_phase_weights`) unpacked;
+    ``weight_sum`` holds each phase row's sum (the kernels' zero-point correction, exact when it is the true
+    sum, as the export stores it). C++: mobile_export/kernels/int8_pointwise.h."""
+    q = quantize_int8_reference(x, input_scale_inv, input_zero_point).double() - input_zero_point
+    w = unpack_phase_weights(weight.double(), x.shape[1], kernel_size, stride, padding)
+    acc = F.conv_transpose2d(q, w, stride=tuple(stride), padding=tuple(padding)).to(torch.int32)
+    y = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    return torch.where(y > 0, y, 0.0) if relu else y
+
+
+def int8_conv_transpose2d_fake(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, kernel_size,
+                               stride, padding, relu=False):
+    return x.new_empty((x.shape[0], scale.shape[0], x.shape[2] * stride[0], x.shape[3] * stride[1]))
+
+
 # ---------------------------------------------------------------- registration
 
 _LAYER_ARGS = "Tensor x, Tensor weight, Tensor scale, Tensor bias, Tensor? rprelu"
@@ -390,6 +448,9 @@ SCHEMAS = {
     "subsample": "Tensor x, int[2] stride",
     "int8_pointwise": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, float input_scale_inv, "
                       "int input_zero_point, int[2] stride, bool relu=False",
+    "int8_conv_transpose2d": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, "
+                             "float input_scale_inv, int input_zero_point, int[2] kernel_size, int[2] stride, "
+                             "int[2] padding, bool relu=False",
 }
 _KERNELS = {
     "binary_conv2d": (binary_conv2d_reference, binary_conv2d_fake),
@@ -399,6 +460,7 @@ _KERNELS = {
     "roi_align": (roi_align_reference, roi_align_fake),
     "subsample": (subsample_reference, subsample_fake),
     "int8_pointwise": (int8_pointwise_reference, int8_pointwise_fake),
+    "int8_conv_transpose2d": (int8_conv_transpose2d_reference, int8_conv_transpose2d_fake),
 }
 
 _LIB = torch.library.Library("bidrn", "DEF")

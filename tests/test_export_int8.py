@@ -61,7 +61,9 @@ def test_every_full_precision_conv_and_linear_runs_as_an_xnnpack_int8_op(int8_ex
     # The 1 x 1 convs run as bidrn::int8_pointwise instead (Int8Pointwise): 11 block residuals (4 body, 4 hand,
     # 3 face) and 7 in the heads (2 joint heatmaps, 4 rotation-head convs with BN and ReLU, BoxNet's centre map).
     assert report.stats["int8_pointwise_convs"] == report.ops_outside_xnnpack["int8_pointwise"] == 18
-    layers -= 18
+    # BoxNet's deconv3 (4 phase convs, BN and ReLU folded) runs as one bidrn::int8_conv_transpose2d.
+    assert report.stats["int8_deconvs"] == report.ops_outside_xnnpack["int8_conv_transpose2d"] == 1
+    layers -= 18 + 4
     # An encoder run one image at a time (ImageAtATime, off by default) runs its layers once per image.
     runs = layers + sum(count(m) for m in converted.modules() if isinstance(m, export.ImageAtATime))
     events = etdump_event_names(report.path, export.example_image(model.cfg))

@@ -238,7 +238,7 @@ def test_head_convs_with_bn_and_relu_become_one_op_each():
     with torch.no_grad():
         want = head(calib[0])
     quantized = copy.deepcopy(head)
-    assert export.quantize_pointwise_convs(quantized, calib) == 2
+    assert export.quantize_own_int8_ops(quantized, calib) == (2, 0)
     assert [type(m).__name__ for m in quantized.block] == ["Int8Pointwise", "Identity", "Identity"]
     assert quantized.block[0].relu and not quantized.heatmap.relu and type(quantized.other) is nn.Conv2d
     with torch.no_grad():
@@ -255,3 +255,107 @@ def test_export_summary_counts_the_int8_pointwise_convs():
     assert "int8 1x1 convs as bidrn::int8_pointwise: 18" in report.summary()
     report.int8 = False
     assert "int8_pointwise:" not in report.summary()
+
+
+# ---------------------------------------------------------------- int8_conv_transpose2d
+
+def test_phase_weights_pack_each_kernel_tap_once_and_unpack_back():
+    w = torch.arange(6 * 5 * 4 * 4, dtype=torch.float64).view(6, 5, 4, 4)
+    packed = ops.pack_phase_weights(w, (2, 2), (1, 1))
+    assert packed.shape == (4 * 5, 4 * 6)  # 4 phases x O, 2 x 2 taps x C
+    assert sorted(packed.flatten().tolist()) == w.flatten().tolist()
+    assert torch.equal(ops.unpack_phase_weights(packed, 6, (4, 4), (2, 2), (1, 1)), w)
+    # phase (0, 0) reads kernel rows 3 then 1 (input offsets -1, 0): row 0, tap (0, 0) is w[c, o, 3, 3]
+    assert torch.equal(packed[0, :6], w[:, 0, 3, 3])
+
+
+def deconv_case(gen, n, c, h, w, o, k, s, p, relu):
+    x = torch.randn(n, c, h, w, generator=gen) * 2
+    x.view(-1)[torch.randint(0, x.numel(), (2,), generator=gen)] = torch.tensor([float("nan"), -1e9])
+    taps = (k // s) ** 2
+    weight = torch.randint(-128, 128, (s * s * o, taps * c), generator=gen, dtype=torch.int8)
+    return (x, weight, weight.int().sum(1, dtype=torch.int32), torch.rand(o, generator=gen) * 1e-3,
+            torch.randn(o, generator=gen), 9.0, -5, [k, k], [s, s], [p, p], relu)
+
+
+DECONV_SHAPES = [(1, 8, 5, 7, 3, 4, 2, 1, True), (2, 12, 6, 4, 33, 4, 2, 1, False), (1, 4, 3, 3, 17, 3, 1, 1, True),
+                 (1, 64, 8, 6, 64, 4, 2, 1, True), (2, 20, 4, 5, 9, 2, 2, 0, False)]
+
+
+@pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
+def test_transposed_conv_is_bit_exact_on_every_path(path):
+    require_path(path)
+    gen = torch.Generator().manual_seed(21)
+    cases = [deconv_case(gen, *shape) for shape in DECONV_SHAPES]
+    lib = kernel_library.load()
+    outputs = []
+    with kernel_library.using_path(path):
+        for args in cases:
+            x, weight, wsum, scale, bias, inv, zp, k, s, p, relu = args
+            out = torch.empty(x.shape[0], scale.shape[0], x.shape[2] * s[0], x.shape[3] * s[1])
+            dims = (ctypes.c_int64 * 8)(*x.shape, scale.shape[0], k[0], s[0], p[0])
+            err = lib.bidrn_int8_conv_transpose2d(dims, x.data_ptr(), weight.data_ptr(), wsum.data_ptr(),
+                                                  scale.data_ptr(), bias.data_ptr(), inv, zp, int(relu), out.data_ptr())
+            assert err is None, err.decode()
+            outputs.append(out)
+    for shape, args, got in zip(DECONV_SHAPES, cases, outputs):
+        want = ops.int8_conv_transpose2d_reference(*args)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{path} {shape}"
+
+
+def test_transposed_conv_refuses_a_kernel_that_is_not_stride_plus_twice_the_padding():
+    lib = kernel_library.load()
+    x, w, s, out = torch.zeros(1, 4, 3, 3), torch.zeros(4, 4, dtype=torch.int8), torch.zeros(4, dtype=torch.int32), \
+        torch.empty(1, 1, 6, 6)
+    err = lib.bidrn_int8_conv_transpose2d((ctypes.c_int64 * 8)(1, 4, 3, 3, 1, 3, 2, 1), x.data_ptr(), w.data_ptr(),
+                                          s.data_ptr(), out.data_ptr(), out.data_ptr(), 1.0, 0, 0, out.data_ptr())
+    assert err is not None and "stride + 2 padding" in err.decode()
+
+
+def test_int8_deconv_module_runs_the_phased_deconv_with_its_bn_and_relu():
+    """export.Int8ConvTranspose from BoxNet's kind of deconv (k4 s2 p1, BN and ReLU folded into the phases):
+    after calibration its op equals the reference on its own parameters, bit for bit, and stays within int8's
+    error of the float deconv + BN + ReLU."""
+    from mobile_export.deconv import PhasedConvTranspose2d, fold_into_phases
+
+    torch.manual_seed(3)
+    seq = nn.Sequential(nn.ConvTranspose2d(24, 16, 4, 2, 1), nn.BatchNorm2d(16), nn.ReLU()).eval()
+    seq[1].running_mean.uniform_(-0.3, 0.3), seq[1].running_var.uniform_(0.5, 1.5)
+    calib = [torch.randn(1, 24, 6, 5) for _ in range(3)]
+    with torch.no_grad():
+        want = seq(calib[0])
+    phased = copy.deepcopy(seq)
+    phased[0] = PhasedConvTranspose2d(phased[0])
+    assert fold_into_phases(phased) == 1
+    assert export.quantize_own_int8_ops(phased, calib) == (0, 1)
+    module = phased[0]
+    assert isinstance(module, export.Int8ConvTranspose) and module.relu and not hasattr(module, "weight_float")
+    with torch.no_grad():
+        got = phased(calib[0])
+    ref = ops.int8_conv_transpose2d_reference(calib[0], module.weight, module.weight_sum, module.scale, module.bias,
+                                              module.input_scale_inv, module.input_zero_point, [4, 4], [2, 2],
+                                              [1, 1], True)
+    assert torch.equal(got, ref)
+    assert got.shape == want.shape and (got == 0).any()
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+
+def test_transposed_conv_pte_runs_in_executorch_bit_exact(tmp_path):
+    gen = torch.Generator().manual_seed(8)
+    args = deconv_case(gen, 1, 16, 5, 4, 12, 4, 2, 1, True)
+
+    class Deconv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for name, t in zip(("weight", "weight_sum", "scale", "bias"), args[1:5]):
+                self.register_buffer(name, t)
+
+        def forward(self, x):
+            return torch.ops.bidrn.int8_conv_transpose2d(x, self.weight, self.weight_sum, self.scale, self.bias,
+                                                         *args[5:])
+
+    path = tmp_path / "deconv.pte"
+    assert export.save_program(Deconv().eval(), (args[0],), path) == {"int8_conv_transpose2d": 1}
+    method, _ = export.load_program(path)
+    got = method.execute([args[0]])[0]
+    assert torch.equal(got.view(torch.int32), ops.int8_conv_transpose2d_reference(*args).view(torch.int32))

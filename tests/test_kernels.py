@@ -255,7 +255,8 @@ def test_native_selftest_is_bit_exact_on_every_path_this_cpu_supports(tmp_path):
     assert done.returncode == 0, done.stdout
     for path in kernel_library.supported_paths():
         assert f"{path}: bit-exact" in done.stdout
-        assert "int8 pointwise 0 of 31" in done.stdout.split(f"{path}: bit-exact")[1].split("\n")[0]  # 120 / 4 + 1
+        line = done.stdout.split(f"{path}: bit-exact")[1].split("\n")[0]
+        assert "int8 pointwise 0 of 31" in line and "int8 deconv 0 of 19" in line  # 120 / 4 + 1, 120 / 8 + 4
 
 
 def test_dispatch_picks_the_best_path_the_cpu_supports():

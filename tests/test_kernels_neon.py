@@ -3,8 +3,8 @@
 The self-test binary (mobile_export/kernels/selftest.cpp) checks every path the emulated CPU supports
 against a naive convolution, bit for bit, on random shapes with odd channel counts, borders, strides and
 transposed convs, and the fused epilogue (residual, pooled residual, partial sum, post affine, shortcut,
-FDR's branches) against the same steps written out in float, and bidrn::int8_pointwise (the int8 block residual)
-against its definition, and reports which path dispatch picked:
+FDR's branches) against the same steps written out in float, bidrn::int8_pointwise and bidrn::int8_conv_transpose2d
+against their definitions, and reports which path dispatch picked:
   -cpu max         has dotprod: dispatch must pick neon_dotprod, and neon and scalar are checked too
   -cpu cortex-a53  ARMv8.0 without dotprod: dispatch must fall back to plain neon
 Needs: apt-get install --no-install-recommends g++-aarch64-linux-gnu qemu-user (and cmake).
@@ -55,7 +55,8 @@ def test_neon_paths_are_bit_exact_and_dotprod_is_dispatched_on_a_cpu_that_has_it
     out = run_under_qemu(selftest, "max", "neon_dotprod", cases=60)
     for path in ("neon_dotprod", "neon", "scalar"):
         assert f"{path}: bit-exact" in out
-        assert re.search(f"{path}: .*int8 pointwise 0 of [1-9]", out)  # bidrn::int8_pointwise checked too
+        # bidrn::int8_pointwise and bidrn::int8_conv_transpose2d checked too
+        assert re.search(f"{path}: .*int8 pointwise 0 of [1-9].*int8 deconv 0 of [1-9]", out)
 
 
 def test_dispatch_falls_back_to_plain_neon_on_a_cortex_a53(selftest):

@@ -461,10 +461,10 @@ void pointwise_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const 
                     int64_t kp, int64_t pixels, int64_t o0, int64_t q0, int64_t q1, int64_t n0, int64_t n1) {
   static thread_local std::vector<Line> buffer(kPointwiseBatch * 4 * 16);
   int32_t(*c)[4][16][16] = reinterpret_cast<int32_t(*)[4][16][16]>(buffer.data());
-  const int64_t O = a.out_channels, tile_bytes = kp / 4 * 64;
+  const int64_t O = a.out_channels, tile_bytes = kp / 4 * 64, out_plane = a.out_plane ? a.out_plane : pixels;
   for (int64_t n = n0; n < n1; ++n) {
     const int8_t* image = planes + n * image_bytes;
-    float* out = a.out + n * O * pixels;
+    float* out = a.out + n * O * out_plane;
     for (int64_t qb = q0; qb < q1; qb += kPointwiseBatch) {
       const int nq = int(q1 - qb < kPointwiseBatch ? q1 - qb : kPointwiseBatch);
       for (int qi = 0; qi < nq; ++qi) {
@@ -495,9 +495,18 @@ void pointwise_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const 
         const int64_t o = o0 + r;
         const __m512i offset = _mm512_set1_epi32(a.zero_point * a.weight_sum[o]);
         const __m512 scale = _mm512_set1_ps(a.scale[o]), bias = _mm512_set1_ps(a.bias[o]);
-        float* row = out + o * pixels + p_first;
+        float* plane = out + o * out_plane;
+        float* row = plane + p_first;
         const int32_t* acc_row = c[0][(r >> 4) * 2][r & 15];  // + 256 ints per tile: half 1, then the next pair
         const int64_t n = p_end - p_first, whole = n / 16;
+        if (a.dest) {  // a transposed conv's phase: scattered to the interleaved positions
+          for (int64_t v = 0; v * 16 < n; ++v) {
+            const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(acc_row + (v >> 1) * 1024 + (v & 1) * 256), offset);
+            const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
+            store_pixels(plane, a.dest, p_first + v * 16, int(std::min<int64_t>(16, n - v * 16)), relu_if(y, a.relu));
+          }
+          continue;
+        }
         for (int64_t v = 0; v < whole; ++v) {
           const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(acc_row + (v >> 1) * 1024 + (v & 1) * 256), offset);
           const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);

@@ -58,7 +58,9 @@ struct PointwiseJob {
   const float* bias = nullptr;
   int32_t zero_point = 0;
   bool relu = false;
-  float* out = nullptr;  // N x O x pixels
+  float* out = nullptr;  // N x O x out_plane
+  const int32_t* dest = nullptr;  // output offset of each pixel in its plane; null = the pixel itself
+  int64_t out_plane = 0;          // floats between output channels
 };
 constexpr int64_t kPointwiseBlock = 64;  // pixels per work item of the generic GEMM
 

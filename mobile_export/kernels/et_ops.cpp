@@ -330,6 +330,57 @@ Tensor& int8_pointwise_out(KernelRuntimeContext& ctx, const Tensor& x, const Ten
   return out;
 }
 
+// int8 transposed conv (int8_pointwise.h): x float32 N x C x H x W, weight int8 phases*O x taps*C,
+// weight_sum int32 phases*O, scale and bias float32 O.
+Tensor& int8_conv_transpose2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight,
+                                  const Tensor& weight_sum, const Tensor& scale, const Tensor& bias,
+                                  double input_scale_inv, int64_t input_zero_point, ArrayRef<int64_t> kernel_size,
+                                  ArrayRef<int64_t> stride, ArrayRef<int64_t> padding, bool relu, Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float && x.dim() == 4, InvalidArgument, out,
+                      "x must be float32 N x C x H x W");
+  ET_KERNEL_CHECK_MSG(ctx, kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2, InvalidArgument,
+                      out, "kernel_size, stride and padding must have two values each");
+  Int8DeconvArgs a;
+  a.x = x.const_data_ptr<float>();
+  a.batch = x.size(0), a.in_channels = x.size(1), a.in_h = x.size(2), a.in_w = x.size(3);
+  a.kernel_h = kernel_size[0], a.kernel_w = kernel_size[1], a.stride_h = stride[0], a.stride_w = stride[1];
+  a.pad_h = padding[0], a.pad_w = padding[1];
+  a.out_channels = scale.numel();
+  a.input_scale_inv = static_cast<float>(input_scale_inv);
+  a.zero_point = static_cast<int32_t>(input_zero_point);
+  a.relu = relu;
+  const char* err = check_deconv(a);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr && input_zero_point == a.zero_point, InvalidArgument, out, "%s",
+                      err ? err : "zero_point must be in [-128, 127]");
+  int64_t d[64], k[64];
+  const int64_t taps = deconv_taps(a.kernel_h, a.stride_h, a.pad_h, 0, d, k) *
+                       deconv_taps(a.kernel_w, a.stride_w, a.pad_w, 0, d, k);
+  const int64_t phases = a.stride_h * a.stride_w, O = a.out_channels;
+  ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Char && weight.dim() == 2 &&
+                               weight.size(0) == phases * O && weight.size(1) == taps * a.in_channels &&
+                               weight_sum.scalar_type() == ScalarType::Int && weight_sum.numel() == phases * O &&
+                               scale.scalar_type() == ScalarType::Float && bias.scalar_type() == ScalarType::Float &&
+                               bias.numel() == O,
+                      InvalidArgument, out,
+                      "weight must be int8 (phases x O) x (taps x C) = %lld x %lld, weight_sum int32 phases x O, "
+                      "scale and bias float32 O", static_cast<long long>(phases * O),
+                      static_cast<long long>(taps * a.in_channels));
+  a.weight = weight.const_data_ptr<int8_t>(), a.weight_sum = weight_sum.const_data_ptr<int32_t>();
+  a.scale = scale.const_data_ptr<float>(), a.bias = bias.const_data_ptr<float>();
+  ET_KERNEL_CHECK_MSG(ctx, resize(out, {a.batch, O, a.in_h * a.stride_h, a.in_w * a.stride_w}) &&
+                               out.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "out must be float32 N x O x (H stride_h) x (W stride_w)");
+  a.out = out.mutable_data_ptr<float>();
+  char name[112];
+  std::snprintf(name, sizeof(name), "bidrn::int8_conv_transpose2d %lldx%lld/%lld %lld->%lld %lldx%lld%s",
+                static_cast<long long>(a.kernel_h), static_cast<long long>(a.kernel_w),
+                static_cast<long long>(a.stride_h), static_cast<long long>(a.in_channels), static_cast<long long>(O),
+                static_cast<long long>(a.in_h), static_cast<long long>(a.in_w), relu ? " +relu" : "");
+  executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);
+  int8_conv_transpose2d(a, et_parallel);
+  return out;
+}
+
 }  // namespace
 }  // namespace bidrn
 
@@ -342,3 +393,4 @@ EXECUTORCH_LIBRARY(bidrn, "binary_linear.out", bidrn::binary_linear_out);
 EXECUTORCH_LIBRARY(bidrn, "pack_signs.out", bidrn::pack_signs_out);
 EXECUTORCH_LIBRARY(bidrn, "subsample.out", bidrn::subsample_out);
 EXECUTORCH_LIBRARY(bidrn, "int8_pointwise.out", bidrn::int8_pointwise_out);
+EXECUTORCH_LIBRARY(bidrn, "int8_conv_transpose2d.out", bidrn::int8_conv_transpose2d_out);

@@ -83,7 +83,7 @@ void generic_int8_rows(const PointwiseJob& j, int64_t i0, int64_t i1) {
     const int64_t n = item / blocks, pb0 = (item % blocks) * kPointwiseBlock;
     const int64_t pb1 = pb0 + kPointwiseBlock < j.pixels ? pb0 + kPointwiseBlock : j.pixels;
     const int8_t* xq = j.xq + n * j.rows * kp;
-    float* out = j.out + n * j.out_channels * j.pixels;
+    float* out = j.out + n * j.out_channels * j.out_plane;
     for (int64_t o = 0; o < j.out_channels; o += 4) {
       const int no = int(j.out_channels - o < 4 ? j.out_channels - o : 4);
       const int8_t* const w[4] = {j.w + o * kp, j.w + (o + (no > 1 ? 1 : 0)) * kp, j.w + (o + (no > 2 ? 2 : 0)) * kp,
@@ -98,10 +98,16 @@ void generic_int8_rows(const PointwiseJob& j, int64_t i0, int64_t i1) {
       for (int b = 0; b < no; ++b) {
         const int32_t offset = j.zero_point * j.weight_sum[o + b];
         const float scale = j.scale[o + b], bias = j.bias[o + b];
-        float* row = out + (o + b) * j.pixels + pb0;
-        for (int64_t a = 0; a < pb1 - pb0; ++a) row[a] = static_cast<float>(acc[b][a] - offset) * scale + bias;
+        float y[kPointwiseBlock];
+        for (int64_t a = 0; a < pb1 - pb0; ++a) y[a] = static_cast<float>(acc[b][a] - offset) * scale + bias;
         if (j.relu)
-          for (int64_t a = 0; a < pb1 - pb0; ++a) row[a] = row[a] > 0.0f ? row[a] : 0.0f;
+          for (int64_t a = 0; a < pb1 - pb0; ++a) y[a] = y[a] > 0.0f ? y[a] : 0.0f;
+        float* plane = out + (o + b) * j.out_plane;
+        if (j.dest) {
+          for (int64_t a = 0; a < pb1 - pb0; ++a) plane[j.dest[pb0 + a]] = y[a];
+        } else {
+          for (int64_t a = 0; a < pb1 - pb0; ++a) plane[pb0 + a] = y[a];
+        }
       }
     }
   }

@@ -43,6 +43,27 @@ inline __m128i quantize16(__m512 v, __m512 inv, __m512 zp) {
   return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
 }
 
+// 16 pixels x 4 channels (q[k]: channel k's 16 bytes) as 16 dwords, pixel-major: 4 bytes per pixel.
+inline __m512i interleave4(const __m128i q[4]) {
+  const __m128i t0 = _mm_unpacklo_epi8(q[0], q[1]), t1 = _mm_unpackhi_epi8(q[0], q[1]);
+  const __m128i t2 = _mm_unpacklo_epi8(q[2], q[3]), t3 = _mm_unpackhi_epi8(q[2], q[3]);
+  __m512i v = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+  v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t0, t2), 1);
+  v = _mm512_inserti32x4(v, _mm_unpacklo_epi16(t1, t3), 2);
+  return _mm512_inserti32x4(v, _mm_unpackhi_epi16(t1, t3), 3);
+}
+
+// The op's epilogue store of 16 floats y for pixels [p, p + cnt) of one output plane: contiguous, or to
+// dest[p + lane] with dest (the phases of a transposed conv).
+inline void store_pixels(float* plane, const int32_t* dest, int64_t p, int cnt, __m512 y) {
+  const __mmask16 m = static_cast<__mmask16>(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+  if (dest) {
+    _mm512_mask_i32scatter_ps(plane, m, _mm512_maskz_loadu_epi32(m, dest + p), y, 4);
+  } else {
+    _mm512_mask_storeu_ps(plane + p, m, y);
+  }
+}
+
 // Channel group g (4 channels) of image n into blocks of 16 pixels: the group's 4 bytes of pixel p go to block
 // p / 16, row g, lane p % 16 (dst + ((p / 16) * kp / 4 + g) * 64 + (p % 16) * 4), kp / 4 groups a block. Output
 // rows are read 16 pixels at a time; a run that straddles two blocks is rotated by its start lane and stored
@@ -51,12 +72,22 @@ void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t ow, in
   const int64_t C = a.in_channels, plane = a.in_h * a.in_w, tile_bytes = kp / 4 * 64;
   const __m512 inv = _mm512_set1_ps(a.input_scale_inv), zp = _mm512_set1_ps(float(a.zero_point));
   const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const float* src[4];
   bool live[4];
-  for (int k = 0; k < 4; ++k) {
-    live[k] = 4 * g + k < C;
-    src[k] = a.x + (n * C + (live[k] ? 4 * g + k : 0)) * plane;
+  for (int k = 0; k < 4; ++k) live[k] = 4 * g + k < C;
+  if (a.xq_planes) {  // already quantized (stride 1): whole blocks of 16 pixels straight from the planes
+    const int64_t pixels = oh * ow;
+    for (int64_t p = 0; p < pixels; p += 16) {
+      const int cnt = int(pixels - p < 16 ? pixels - p : 16);
+      const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
+      __m128i q[4];
+      for (int k = 0; k < 4; ++k)
+        q[k] = live[k] ? _mm_maskz_loadu_epi8(m, a.xq_planes + (n * C + 4 * g + k) * pixels + p) : _mm_setzero_si128();
+      _mm512_mask_storeu_epi32(dst + (p >> 4) * tile_bytes + g * 64, m, interleave4(q));
+    }
+    return;
   }
+  const float* src[4];
+  for (int k = 0; k < 4; ++k) src[k] = a.x + (n * C + (live[k] ? 4 * g + k : 0)) * plane;
   for (int64_t oy = 0; oy < oh; ++oy) {
     const int64_t in_row = oy * a.stride_h * a.in_w;
     for (int64_t ox = 0; ox < ow; ox += 16) {
@@ -65,12 +96,7 @@ void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t ow, in
       for (int k = 0; k < 4; ++k)
         q[k] = live[k] ? quantize16(load_strided(src[k] + in_row, ox, cnt, a.stride_w, a.in_w), inv, zp)
                        : _mm_setzero_si128();
-      const __m128i t0 = _mm_unpacklo_epi8(q[0], q[1]), t1 = _mm_unpackhi_epi8(q[0], q[1]);
-      const __m128i t2 = _mm_unpacklo_epi8(q[2], q[3]), t3 = _mm_unpackhi_epi8(q[2], q[3]);
-      __m512i v = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
-      v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t0, t2), 1);
-      v = _mm512_inserti32x4(v, _mm_unpacklo_epi16(t1, t3), 2);
-      v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t1, t3), 3);
+      __m512i v = interleave4(q);
       const int64_t p = oy * ow + ox;
       const int r = int(p & 15);
       int8_t* tile = dst + (p >> 4) * tile_bytes + g * 64;

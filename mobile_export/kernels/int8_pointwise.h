@@ -32,7 +32,41 @@ struct PointwiseArgs {
   int32_t zero_point = 0;
   bool relu = false;
   float* out = nullptr;  // N x O x ceil(H / s_h) x ceil(W / s_w)
+  // Internal forms (int8_conv_transpose2d): an input already quantized, N x C planes of in_h x in_w int8
+  // (stride 1; x unused); output pixel p stored at dest[p] of planes out_plane floats apart.
+  const int8_t* xq_planes = nullptr;
+  const int32_t* dest = nullptr;
+  int64_t out_plane = 0;
 };
+
+// int8 transposed conv whose output is exactly stride x its input (kernel = stride + 2 padding: BoxNet's
+// k4 s2 p1 deconv), as stride_h x stride_w int8 convs, one per output phase (mobile_export/deconv.py's
+// decomposition), each run by the int8_pointwise GEMM on the phase's im2col (ops.py,
+// int8_conv_transpose2d_reference, is the definition):
+//   q = the int8_pointwise quantization of x, zero_point in the padding
+//   acc[o, s_h j + r_h, s_w i + r_w] = sum_{t, c} weight[r][o][t C + c] q[c, j + dy_t, i + dx_t]
+//                                      - zero_point * weight_sum[r][o]
+//   y = float(acc) * scale[o] + bias[o], then y > 0 ? y : 0 with relu
+// Phase r = r_h s_w + r_w; its taps t = (ty, tx) row-major over the kernel rows k_y = r_h + p_h (mod s_h)
+// ordered by input offset dy = (r_h + p_h - k_y) / s_h ascending (likewise x).
+struct Int8DeconvArgs {
+  const float* x = nullptr;  // N x C x H x W
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  const int8_t* weight = nullptr;       // phases x O x (taps C)
+  const int32_t* weight_sum = nullptr;  // phases x O
+  const float* scale = nullptr;         // O
+  const float* bias = nullptr;          // O
+  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  float input_scale_inv = 1.0f;
+  int32_t zero_point = 0;
+  bool relu = false;
+  float* out = nullptr;  // N x O x H s_h x W s_w
+};
+
+// Taps of one phase along one dimension: input offsets d, ascending (kernel indices in k).
+int64_t deconv_taps(int64_t kernel, int64_t stride, int64_t pad, int64_t phase, int64_t* d, int64_t* k);
+const char* check_deconv(const Int8DeconvArgs& a);
+void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel);
 
 inline int64_t pointwise_out_size(int64_t in, int64_t stride) { return (in + stride - 1) / stride; }
 
@@ -59,6 +93,11 @@ extern "C" {
 // The kernel the op runs on the active path: "amx", "avx512_vnni", or the path's block GEMM ("avx2",
 // "neon_dotprod", "neon", "scalar"; "avx512" without VNNI).
 BIDRN_API const char* bidrn_int8_pointwise_kernel();
+// int8_conv_transpose2d, one thread; null on success or an error sentence. shape8 = batch, in_channels,
+// in_h, in_w, out_channels, kernel, stride, padding (one value for both dimensions each).
+BIDRN_API const char* bidrn_int8_conv_transpose2d(const int64_t* shape8, const float* x, const int8_t* weight,
+                                                  const int32_t* weight_sum, const float* scale, const float* bias,
+                                                  float input_scale_inv, int32_t zero_point, int relu, float* out);
 // Same semantics, one thread; null on success or an error sentence. shape7 = batch, in_channels, in_h, in_w,
 // out_channels, stride_h, stride_w.
 BIDRN_API const char* bidrn_int8_pointwise(const int64_t* shape7, const float* x, const int8_t* weight,

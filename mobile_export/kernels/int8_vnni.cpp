@@ -42,7 +42,7 @@ VnniScratch& vnni_scratch() {
 // Output channels [o0, o0 + 8) x pixel blocks [b0, b1) of one image (16 pixels a block).
 void vnni_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const int8_t* image, int64_t groups,
                int64_t pixels, int64_t o0, int64_t b0, int64_t b1, float* out) {
-  const int64_t O = a.out_channels, block_bytes = groups * 64;
+  const int64_t O = a.out_channels, block_bytes = groups * 64, out_plane = a.out_plane ? a.out_plane : pixels;
   const int no = int(O - o0 < kVnniChannels ? O - o0 : kVnniChannels);
   const int8_t* wr[kVnniChannels];
   for (int j = 0; j < kVnniChannels; ++j) wr[j] = w + (o0 + (j < no ? j : 0)) * ldw;
@@ -67,14 +67,13 @@ void vnni_item(const PointwiseArgs& a, const int8_t* w, int64_t ldw, const int8_
     for (int h = 0; h < (pair ? 2 : 1); ++h) {
       const int64_t p = (b + h) * 16;
       if (p >= pixels) break;
-      const int64_t cnt = pixels - p < 16 ? pixels - p : 16;
-      const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
+      const int cnt = int(pixels - p < 16 ? pixels - p : 16);
       for (int j = 0; j < no; ++j) {
         const int64_t o = o0 + j;
         const __m512i v = _mm512_sub_epi32(acc[h][j], _mm512_set1_epi32((a.zero_point + 128) * a.weight_sum[o]));
         const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(a.scale[o])),
                                        _mm512_set1_ps(a.bias[o]));
-        _mm512_mask_storeu_ps(out + o * pixels + p, m, relu_if(y, a.relu));
+        store_pixels(out + o * out_plane, a.dest, p, cnt, relu_if(y, a.relu));
       }
     }
   }
@@ -110,7 +109,7 @@ void vnni_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / (chunks * oblocks), ch = (i / oblocks) % chunks, ob = i % oblocks;
       vnni_item(a, w, ldw, planes + n * image_bytes, groups, pixels, ob * kVnniChannels, ch * 16,
-                std::min(blocks, ch * 16 + 16), a.out + n * O * pixels);
+                std::min(blocks, ch * 16 + 16), a.out + n * O * (a.out_plane ? a.out_plane : pixels));
     }
   });
 }

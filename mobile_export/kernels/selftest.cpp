@@ -4,7 +4,8 @@
 // partial sum, post affine, shortcut; FDR's branches in one call) against the same steps written out in
 // float, in the documented order; and of bidrn::int8_pointwise (int8_pointwise.h) against its definition
 // written out step by step, on odd channel counts, pixel and channel tails, strides 1-3, rounding ties, NaN,
-// infinities and saturating values, with and without its ReLU. No ExecuTorch: it is what runs under qemu-aarch64.
+// infinities and saturating values, with and without its ReLU; and of bidrn::int8_conv_transpose2d against
+// the transposed conv written out output by output. No ExecuTorch: it is what runs under qemu-aarch64.
 //   bidrn_selftest [--expect-path NAME] [--cases N]
 // Prints the dispatched path and one line per path; exits 1 on any mismatch or unexpected dispatch.
 #include <algorithm>
@@ -413,6 +414,85 @@ std::string check_pointwise_case(const PointwiseCase& c) {
   return "";
 }
 
+// int8_conv_transpose2d: kernel = stride + 2 padding, random C / O / sizes, against the transposed conv
+// written out output by output (taps found here by the definition, not by the library).
+struct DeconvCase {
+  int64_t shape[8];  // batch, in_channels, in_h, in_w, out_channels, kernel, stride, padding
+  std::vector<float> x, scale, bias, want;
+  std::vector<int8_t> w;
+  std::vector<int32_t> wsum;
+  float inv = 1.0f;
+  int32_t zp = 0;
+  bool relu = false;
+};
+
+DeconvCase random_deconv_case(std::mt19937& rng, int i) {
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  static const int64_t ksp[][3] = {{4, 2, 1}, {3, 1, 1}, {2, 2, 0}, {6, 2, 2}};
+  const int64_t* g = ksp[i % 4];
+  const int64_t K = g[0], S = g[1], P = g[2], N = pick(1, 2), C = pick(1, 40), H = pick(1, 9), W = pick(1, 9);
+  const int64_t O = pick(1, 40);
+  DeconvCase c;
+  const int64_t v[8] = {N, C, H, W, O, K, S, P};
+  std::copy(v, v + 8, c.shape);
+  c.inv = std::uniform_real_distribution<float>(2.0f, 40.0f)(rng), c.zp = int32_t(pick(-128, 127)), c.relu = i % 2;
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  for (int64_t k = 0; k < N * C * H * W; ++k) c.x.push_back(pick(0, 60) == 0 ? NAN : normal(rng));
+  // Taps of phase r in one dimension: kernel indices k with (r + P - k) divisible by S, input offsets
+  // d = (r + P - k) / S ascending.
+  auto taps = [&](int64_t r) {
+    std::vector<std::pair<int64_t, int64_t>> t;  // (d, k)
+    for (int64_t k = 0; k < K; ++k)
+      if ((r + P - k + 64 * S) % S == 0) t.push_back({(r + P - k + 64 * S) / S - 64, k});
+    std::sort(t.begin(), t.end());
+    return t;
+  };
+  const int64_t T = int64_t(taps(0).size()) * int64_t(taps(0).size());
+  c.w.resize(size_t(S * S * O * T * C));
+  for (int8_t& w : c.w) w = int8_t(pick(-128, 127));
+  for (int64_t row = 0; row < S * S * O; ++row) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < T * C; ++k) sum += c.w[size_t(row * T * C + k)];
+    c.wsum.push_back(sum);
+  }
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t o = 0; o < O; ++o) c.scale.push_back(1e-4f * (1.0f + u(rng))), c.bias.push_back(u(rng));
+  auto q = [&](int64_t n, int64_t ch, int64_t y, int64_t xx) {
+    float t = c.x[size_t(((n * C + ch) * H + y) * W + xx)] * c.inv;
+    if (std::isnan(t)) t = 0.0f;
+    t = std::min(std::max(t, -256.0f), 256.0f);
+    return std::min(127, std::max(-128, int32_t(std::rint(t)) + c.zp));
+  };
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t oy = 0; oy < H * S; ++oy)
+        for (int64_t ox = 0; ox < W * S; ++ox) {
+          const int64_t ry = oy % S, rx = ox % S, j = oy / S, ii = ox / S, row = (ry * S + rx) * O + o;
+          const auto ty = taps(ry), tx = taps(rx);
+          int32_t acc = 0;
+          for (size_t a = 0; a < ty.size(); ++a)
+            for (size_t b = 0; b < tx.size(); ++b) {
+              const int64_t y = j + ty[a].first, xx = ii + tx[b].first;
+              if (y < 0 || y >= H || xx < 0 || xx >= W) continue;
+              for (int64_t ch = 0; ch < C; ++ch)
+                acc += int32_t(c.w[size_t(row * T * C + int64_t(a * tx.size() + b) * C + ch)]) * (q(n, ch, y, xx) - c.zp);
+            }
+          const float v2 = static_cast<float>(acc) * c.scale[size_t(o)] + c.bias[size_t(o)];
+          c.want.push_back(c.relu ? (v2 > 0.0f ? v2 : 0.0f) : v2);
+        }
+  return c;
+}
+
+std::string check_deconv_case(const DeconvCase& c) {
+  std::vector<float> y(c.want.size(), -7.0f);
+  if (const char* err = bidrn_int8_conv_transpose2d(c.shape, c.x.data(), c.w.data(), c.wsum.data(), c.scale.data(),
+                                                    c.bias.data(), c.inv, c.zp, c.relu, y.data()))
+    return err;
+  for (size_t i = 0; i < y.size(); ++i)
+    if (!same_float(y[i], c.want[i])) return "int8 deconv output " + std::to_string(i) + " differs";
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -442,6 +522,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < cases / 4 + 1; ++i) branch_cases.push_back(random_branch_case(rng, i));
   std::vector<PointwiseCase> pointwise_cases;
   for (int i = 0; i < cases / 4 + 1; ++i) pointwise_cases.push_back(random_pointwise_case(rng, i));
+  std::vector<DeconvCase> deconv_cases;
+  for (int i = 0; i < cases / 8 + 4; ++i) deconv_cases.push_back(random_deconv_case(rng, i));
   for (bidrn::Path p : bidrn::kPathsBestFirst) {
     if (!bidrn::set_active_path(p)) continue;
     int bad = 0;
@@ -481,10 +563,21 @@ int main(int argc, char** argv) {
                     bidrn::path_name(p), i, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
                     (long long)v[4], (long long)v[5], (long long)v[6], err.c_str());
     }
-    bad += fused_bad + branch_bad + pointwise_bad;
-    std::printf("%s: %s (%d of %zu cases differ, fused epilogue %d, branches %d of %zu, int8 pointwise %d of %zu)\n",
-                bidrn::path_name(p), bad ? "FAIL" : "bit-exact", bad - fused_bad - branch_bad - pointwise_bad,
-                all.size(), fused_bad, branch_bad, branch_cases.size(), pointwise_bad, pointwise_cases.size());
+    int deconv_bad = 0;
+    for (size_t i = 0; i < deconv_cases.size(); ++i) {
+      const std::string err = check_deconv_case(deconv_cases[i]);
+      const int64_t* v = deconv_cases[i].shape;
+      if (!err.empty() && deconv_bad++ < 3)
+        std::printf("  %s int8 deconv case %zu (N%lld C%lld %lldx%lld -> O%lld k%lld s%lld p%lld): %s\n",
+                    bidrn::path_name(p), i, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
+                    (long long)v[4], (long long)v[5], (long long)v[6], (long long)v[7], err.c_str());
+    }
+    bad += fused_bad + branch_bad + pointwise_bad + deconv_bad;
+    std::printf("%s: %s (%d of %zu cases differ, fused epilogue %d, branches %d of %zu, int8 pointwise %d of %zu, "
+                "int8 deconv %d of %zu)\n",
+                bidrn::path_name(p), bad ? "FAIL" : "bit-exact", bad - fused_bad - branch_bad - pointwise_bad - deconv_bad,
+                all.size(), fused_bad, branch_bad, branch_cases.size(), pointwise_bad, pointwise_cases.size(),
+                deconv_bad, deconv_cases.size());
     failures += bad;
   }
   return failures ? 1 : 0;
