@@ -932,22 +932,63 @@ def _observer_of(spec) -> nn.Module:
     return spec.observer_or_fake_quant_ctr(**kwargs)
 
 
-class Int8Pointwise(nn.Module):
+class _Int8Calibrated(nn.Module):
+    """What :class:`Int8Pointwise` and :class:`Int8ConvTranspose` share: the float weight rows and bias until
+    :meth:`freeze`, the XNNPACK quantizer's own observers (the config :func:`_quantize_int8` gives every
+    other conv): a HistogramObserver on the input over the calibration images, per-channel symmetric weights
+    in [-127, 127], quantized by the ``quantize_per_channel`` that ``convert_pt2e`` uses. ``groups`` row
+    blocks of the weight (a deconv's phases) share each output channel's scale."""
+
+    def _setup(self, weight_rows: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> None:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+        self.register_buffer("weight_float", weight_rows.detach().clone())
+        self.register_buffer("bias", bias.detach().clone().float())
+        self._groups = groups
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        self._observer = _observer_of(config.input_activation)
+        self._weight_observer = _observer_of(config.weight)
+        self._weight_spec = config.weight
+        self.frozen = False
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Quantization parameters from what the observer saw; then the module runs the op and holds only the
+        int8 weights (what travels into the program)."""
+        if self._observer.min_val.numel() == 0 or not torch.isfinite(self._observer.min_val).all():
+            raise ExportError(f"{type(self).__name__}.freeze: no calibration input was observed (run the model on "
+                              "the calibration images first)")
+        x_scale, x_zp = self._observer.calculate_qparams()
+        g, o = self._groups, self.bias.shape[0]
+        self._weight_observer(self.weight_float.view(g, o, -1).permute(1, 0, 2).reshape(o, -1))
+        w_scale, w_zp = self._weight_observer.calculate_qparams()
+        spec = self._weight_spec
+        weight = torch.ops.quantized_decomposed.quantize_per_channel(
+            self.weight_float, w_scale.repeat(g), w_zp.repeat(g), 0, spec.quant_min, spec.quant_max, spec.dtype)
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("weight_sum", weight.to(torch.int32).sum(1, dtype=torch.int32))
+        self.register_buffer("scale", (x_scale.float() * w_scale.float()).contiguous())
+        self.input_scale_inv = float(torch.tensor(1.0, dtype=torch.float32) / x_scale.float())
+        self.input_zero_point = int(x_zp)
+        del self.weight_float, self._observer, self._weight_observer, self._weight_spec
+        self._drop_float_parts()
+        self.frozen = True
+
+    def _drop_float_parts(self) -> None:
+        pass
+
+
+class Int8Pointwise(_Int8Calibrated):
     """A full-precision 1 x 1 conv (+ BN, + ReLU) as ``bidrn::int8_pointwise`` under ``--int8``: a block
     residual of eq. 11 (1 x 1 conv + BN at a stage's first block, full precision in the paper) or a head's
     1 x 1 conv. int8 per-tensor activations and int8 per-channel weights, as XNNPACK's int8 conv ran it, with
     the float output straight out of the op (no int8 output requantization) and none of the delegate's
-    quantize, NHWC transpose, dequantize and NCHW transpose around the conv.
-
-    The quantization parameters come from the XNNPACK quantizer's own configuration (the one
-    :func:`_quantize_int8` uses for every other conv): a HistogramObserver on the conv's input over the
-    calibration images, per-channel symmetric weights in [-127, 127] after the BN is folded. Until
-    :meth:`freeze` the module runs the float conv and observes its input."""
+    quantize, NHWC transpose, dequantize and NCHW transpose around the conv. Until :meth:`freeze` the module
+    runs the float conv and observes its input."""
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, stride: tuple[int, int] | None = None,
                  relu: bool = False):
         super().__init__()
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
         from torch.nn.utils.fusion import fuse_conv_bn_weights
 
         if conv.kernel_size != (1, 1) or conv.padding != (0, 0) or conv.groups != 1 or conv.dilation != (1, 1):
@@ -958,15 +999,9 @@ class Int8Pointwise(nn.Module):
             w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
         elif b is None:
             b = torch.zeros(w.shape[0])
-        self.register_buffer("weight_float", w.detach().flatten(1).clone())
-        self.register_buffer("bias", b.detach().clone().float())
+        self._setup(w.flatten(1), b)
         self.stride = tuple(stride or conv.stride)
         self.relu = bool(relu)
-        config = get_symmetric_quantization_config(is_per_channel=True)
-        self._observer = _observer_of(config.input_activation)
-        self._weight_observer = _observer_of(config.weight)
-        self._weight_spec = config.weight
-        self.frozen = False
 
     def forward(self, x):
         if not self.frozen:
@@ -978,54 +1013,26 @@ class Int8Pointwise(nn.Module):
                                               self.input_scale_inv, self.input_zero_point, list(self.stride),
                                               self.relu)
 
-    @torch.no_grad()
-    def freeze(self) -> None:
-        """Quantization parameters from what the observer saw; then the module runs the op."""
-        if self._observer.min_val.numel() == 0 or not torch.isfinite(self._observer.min_val):
-            raise ExportError("Int8Pointwise.freeze: no calibration input was observed (run the model on the "
-                              "calibration images first)")
-        x_scale, x_zp = self._observer.calculate_qparams()
-        self._weight_observer(self.weight_float)
-        w_scale, w_zp = self._weight_observer.calculate_qparams()
-        spec = self._weight_spec  # as convert_pt2e quantizes a conv's weight
-        weight = torch.ops.quantized_decomposed.quantize_per_channel(
-            self.weight_float, w_scale, w_zp, 0, spec.quant_min, spec.quant_max, spec.dtype)
-        self.register_buffer("weight", weight.contiguous())
-        self.register_buffer("weight_sum", weight.to(torch.int32).sum(1, dtype=torch.int32))
-        self.register_buffer("scale", (x_scale.float() * w_scale.float()).contiguous())
-        self.input_scale_inv = float(torch.tensor(1.0, dtype=torch.float32) / x_scale.float())
-        self.input_zero_point = int(x_zp)
-        # Only the int8 weights travel into the program.
-        del self.weight_float, self._observer, self._weight_observer, self._weight_spec
-        self.frozen = True
 
-
-class Int8ConvTranspose(nn.Module):
+class Int8ConvTranspose(_Int8Calibrated):
     """A phase-decomposed full-precision transposed conv (deconv.PhasedConvTranspose2d, its BN and ReLU
     folded in: BoxNet's deconv3) as ``bidrn::int8_conv_transpose2d`` under ``--int8``: the phase convs'
     int8 GEMMs in one op that writes the interleaved float output itself, instead of four XNNPACK int8
-    convs, their layout changes and the stack-and-transpose interleave. Quantized as :class:`Int8Pointwise`
-    (the XNNPACK quantizer's specs; one per-channel weight scale over all phases of an output channel)."""
+    convs, their layout changes and the stack-and-transpose interleave. Quantized as :class:`Int8Pointwise`,
+    one weight scale per output channel over all its phases."""
 
-    def __init__(self, phased):
+    def __init__(self, phased: PhasedConvTranspose2d):
         super().__init__()
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-
-        convs = list(phased.convs)
         if phased.activation is not None and type(phased.activation) is not nn.ReLU:
             raise UnsupportedLayerError(f"Int8ConvTranspose takes a ReLU or no activation, got {phased.activation}")
+        convs = list(phased.convs)
         self.phased = phased  # runs the float convs until freeze (calibration)
         self.kernel_size, self.stride, self.padding = phased.kernel_size, phased.stride, phased.padding
         self.relu = phased.activation is not None
         # phases*O x taps*C: phase conv r's weight O x C x th x tw as rows (ty, tx, c) (ops.pack_phase_weights)
-        self.register_buffer("weight_float", torch.cat([c.weight.detach().permute(0, 2, 3, 1).flatten(1) for c in convs]))
+        rows = torch.cat([c.weight.detach().permute(0, 2, 3, 1).flatten(1) for c in convs])
         bias = convs[0].bias.detach() if convs[0].bias is not None else torch.zeros(convs[0].out_channels)
-        self.register_buffer("bias", bias.clone().float())
-        config = get_symmetric_quantization_config(is_per_channel=True)
-        self._observer = _observer_of(config.input_activation)
-        self._weight_observer = _observer_of(config.weight)
-        self._weight_spec = config.weight
-        self.frozen = False
+        self._setup(rows, bias, groups=len(convs))
 
     def forward(self, x):
         if not self.frozen:
@@ -1036,28 +1043,8 @@ class Int8ConvTranspose(nn.Module):
                                                      list(self.kernel_size), list(self.stride), list(self.padding),
                                                      self.relu)
 
-    @torch.no_grad()
-    def freeze(self) -> None:
-        """Quantization parameters from what the observer saw; then the module runs the op."""
-        if not torch.isfinite(self._observer.min_val).all():
-            raise ExportError("Int8ConvTranspose.freeze: no calibration input was observed")
-        x_scale, x_zp = self._observer.calculate_qparams()
-        phases = self.stride[0] * self.stride[1]
-        o = self.bias.shape[0]
-        per_channel = self.weight_float.view(phases, o, -1).permute(1, 0, 2).reshape(o, -1)  # O x all taps
-        self._weight_observer(per_channel)
-        w_scale, w_zp = self._weight_observer.calculate_qparams()
-        spec = self._weight_spec
-        weight = torch.ops.quantized_decomposed.quantize_per_channel(
-            self.weight_float, w_scale.repeat(phases), w_zp.repeat(phases), 0, spec.quant_min, spec.quant_max,
-            spec.dtype)
-        self.register_buffer("weight", weight.contiguous())
-        self.register_buffer("weight_sum", weight.to(torch.int32).sum(1, dtype=torch.int32))
-        self.register_buffer("scale", (x_scale.float() * w_scale.float()).contiguous())
-        self.input_scale_inv = float(torch.tensor(1.0, dtype=torch.float32) / x_scale.float())
-        self.input_zero_point = int(x_zp)
-        del self.weight_float, self._observer, self._weight_observer, self._weight_spec, self.phased
-        self.frozen = True
+    def _drop_float_parts(self) -> None:
+        del self.phased
 
 
 # Kernels of bidrn::int8_pointwise that measured at least as fast as XNNPACK's int8 GEMM plus the layout
@@ -1093,7 +1080,7 @@ def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor]) -> 
     float model once. The SMPL-X layer (FLOAT_MODULES) has no convs; the stems stay with XNNPACK."""
     found: list[tuple[nn.Module, str, nn.Module, list[str]]] = []  # parent, child name, module, to blank
     for parent in model.modules():
-        if isinstance(parent, (SubsampledPointwise, Int8Pointwise, Int8ConvTranspose, PhasedConvTranspose2d)) \
+        if isinstance(parent, (SubsampledPointwise, _Int8Calibrated, PhasedConvTranspose2d)) \
                 or type(parent).__name__ in FLOAT_MODULES:
             continue
         children = list(parent.named_children())

@@ -310,12 +310,12 @@ Tensor& int8_pointwise_out(KernelRuntimeContext& ctx, const Tensor& x, const Ten
   a.stride_h = stride[0], a.stride_w = stride[1];
   a.weight = weight.const_data_ptr<int8_t>(), a.weight_sum = weight_sum.const_data_ptr<int32_t>();
   a.scale = scale.const_data_ptr<float>(), a.bias = bias.const_data_ptr<float>(), a.out_channels = O;
-  a.input_scale_inv = static_cast<float>(input_scale_inv);
-  a.zero_point = static_cast<int32_t>(input_zero_point);
+  const char* err = check_quantization(input_zero_point, input_scale_inv);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
+  a.input_scale_inv = static_cast<float>(input_scale_inv), a.zero_point = static_cast<int32_t>(input_zero_point);
   a.relu = relu;
-  const char* err = check_pointwise(a);
-  ET_KERNEL_CHECK_MSG(ctx, err == nullptr && input_zero_point == a.zero_point, InvalidArgument, out, "%s",
-                      err ? err : "zero_point must be in [-128, 127]");
+  err = check_pointwise(a);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
   const int64_t oh = pointwise_out_size(a.in_h, a.stride_h), ow = pointwise_out_size(a.in_w, a.stride_w);
   ET_KERNEL_CHECK_MSG(ctx, resize(out, {a.batch, O, oh, ow}) && out.scalar_type() == ScalarType::Float,
                       InvalidArgument, out, "out must be float32 N x out_channels x ceil(H / s_h) x ceil(W / s_w)");
@@ -346,12 +346,12 @@ Tensor& int8_conv_transpose2d_out(KernelRuntimeContext& ctx, const Tensor& x, co
   a.kernel_h = kernel_size[0], a.kernel_w = kernel_size[1], a.stride_h = stride[0], a.stride_w = stride[1];
   a.pad_h = padding[0], a.pad_w = padding[1];
   a.out_channels = scale.numel();
-  a.input_scale_inv = static_cast<float>(input_scale_inv);
-  a.zero_point = static_cast<int32_t>(input_zero_point);
+  const char* err = check_quantization(input_zero_point, input_scale_inv);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
+  a.input_scale_inv = static_cast<float>(input_scale_inv), a.zero_point = static_cast<int32_t>(input_zero_point);
   a.relu = relu;
-  const char* err = check_deconv(a);
-  ET_KERNEL_CHECK_MSG(ctx, err == nullptr && input_zero_point == a.zero_point, InvalidArgument, out, "%s",
-                      err ? err : "zero_point must be in [-128, 127]");
+  err = check_deconv(a);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
   int64_t d[64], k[64];
   const int64_t taps = deconv_taps(a.kernel_h, a.stride_h, a.pad_h, 0, d, k) *
                        deconv_taps(a.kernel_w, a.stride_w, a.pad_w, 0, d, k);

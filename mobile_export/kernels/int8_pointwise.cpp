@@ -12,15 +12,20 @@
 
 namespace bidrn {
 
+const char* check_quantization(int64_t zero_point, double input_scale_inv) {
+  if (zero_point < -128 || zero_point > 127) return "zero_point must be in [-128, 127]";
+  const float inv = static_cast<float>(input_scale_inv);
+  if (!(inv > 0.0f) || std::isinf(inv)) return "input_scale_inv must be finite and > 0 as a float32";
+  return nullptr;
+}
+
 const char* check_pointwise(const PointwiseArgs& a) {
   if (a.batch < 0 || a.in_channels < 1 || a.out_channels < 1 || a.in_h < 1 || a.in_w < 1)
     return "batch must be >= 0 and channels and input size >= 1";
   if (a.stride_h < 1 || a.stride_w < 1) return "stride must be >= 1";
   // |acc| <= C * 127 * 255 must fit an int32.
   if (a.in_channels > 65536) return "at most 65536 input channels (int32 accumulators)";
-  if (a.zero_point < -128 || a.zero_point > 127) return "zero_point must be in [-128, 127]";
-  if (!(a.input_scale_inv > 0.0f) || std::isinf(a.input_scale_inv)) return "input_scale_inv must be finite and > 0";
-  return nullptr;
+  return check_quantization(a.zero_point, a.input_scale_inv);
 }
 
 namespace {
@@ -136,9 +141,7 @@ const char* check_deconv(const Int8DeconvArgs& a) {
   if (th < 1 || tw < 1 || th > kMaxDeconvTaps || tw > kMaxDeconvTaps)
     return "every output phase must have the same number of taps (1 to 16 per dimension)";
   if (a.in_channels * th * tw > 65536) return "at most 65536 input channels x taps (int32 accumulators)";
-  if (a.zero_point < -128 || a.zero_point > 127) return "zero_point must be in [-128, 127]";
-  if (!(a.input_scale_inv > 0.0f) || std::isinf(a.input_scale_inv)) return "input_scale_inv must be finite and > 0";
-  return nullptr;
+  return check_quantization(a.zero_point, a.input_scale_inv);
 }
 
 namespace {

@@ -81,7 +81,9 @@ inline int8_t quantize_int8(float x, float input_scale_inv, int32_t zero_point) 
   return static_cast<int8_t>(q < -128 ? -128 : q > 127 ? 127 : q);
 }
 
-// Null when usable, else a sentence saying what is wrong.
+// Null when usable, else a sentence saying what is wrong. check_quantization: the activation parameters both
+// ops take (the zero point as the schema's int64, before it is narrowed).
+const char* check_quantization(int64_t zero_point, double input_scale_inv);
 const char* check_pointwise(const PointwiseArgs& a);
 
 // Runs on the active path (bconv.h): AMX tiles where the CPU has them, else the ISA's generic GEMM.
