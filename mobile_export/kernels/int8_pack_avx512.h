@@ -74,28 +74,30 @@ void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t ow, in
   const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   bool live[4];
   for (int k = 0; k < 4; ++k) live[k] = 4 * g + k < C;
-  if (a.xq_planes) {  // already quantized (stride 1): whole blocks of 16 pixels straight from the planes
-    const int64_t pixels = oh * ow;
-    for (int64_t p = 0; p < pixels; p += 16) {
-      const int cnt = int(pixels - p < 16 ? pixels - p : 16);
-      const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
-      __m128i q[4];
-      for (int k = 0; k < 4; ++k)
-        q[k] = live[k] ? _mm_maskz_loadu_epi8(m, a.xq_planes + (n * C + 4 * g + k) * pixels + p) : _mm_setzero_si128();
-      _mm512_mask_storeu_epi32(dst + (p >> 4) * tile_bytes + g * 64, m, interleave4(q));
+  const float* src[4] = {};
+  const int8_t* src8[4] = {};
+  for (int k = 0; k < 4; ++k) {
+    if (!live[k]) continue;
+    if (a.xq_channels) {
+      src8[k] = a.xq_channels[4 * g + k] + n * a.xq_image_stride;
+    } else {
+      src[k] = a.x + (n * C + 4 * g + k) * plane;
     }
-    return;
   }
-  const float* src[4];
-  for (int k = 0; k < 4; ++k) src[k] = a.x + (n * C + (live[k] ? 4 * g + k : 0)) * plane;
   for (int64_t oy = 0; oy < oh; ++oy) {
     const int64_t in_row = oy * a.stride_h * a.in_w;
     for (int64_t ox = 0; ox < ow; ox += 16) {
       const int cnt = int(ow - ox < 16 ? ow - ox : 16);
       __m128i q[4];
-      for (int k = 0; k < 4; ++k)
-        q[k] = live[k] ? quantize16(load_strided(src[k] + in_row, ox, cnt, a.stride_w, a.in_w), inv, zp)
-                       : _mm_setzero_si128();
+      for (int k = 0; k < 4; ++k) {
+        if (!live[k]) {
+          q[k] = _mm_setzero_si128();
+        } else if (a.xq_channels) {  // already quantized (stride 1)
+          q[k] = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << cnt) - 1), src8[k] + oy * a.xq_row_stride + ox);
+        } else {
+          q[k] = quantize16(load_strided(src[k] + in_row, ox, cnt, a.stride_w, a.in_w), inv, zp);
+        }
+      }
       __m512i v = interleave4(q);
       const int64_t p = oy * ow + ox;
       const int r = int(p & 15);

@@ -63,8 +63,9 @@ void generic_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
       int8_t* dst = xq + n * rows * kp;
       for (int64_t r = r0; r < r1; ++r) std::memset(dst + r * kp, 0, size_t(kp));
       for (int64_t c = 0; c < C; ++c) {
-        if (a.xq_planes) {  // already quantized (stride 1)
-          for (int64_t r = r0; r < std::min(r1, pixels); ++r) dst[r * kp + c] = a.xq_planes[(n * C + c) * pixels + r];
+        if (a.xq_channels) {  // already quantized (stride 1)
+          const int8_t* rows = a.xq_channels[c] + n * a.xq_image_stride;
+          for (int64_t r = r0; r < std::min(r1, pixels); ++r) dst[r * kp + c] = rows[(r / ow) * a.xq_row_stride + r % ow];
           continue;
         }
         const float* plane = a.x + (n * C + c) * a.in_h * a.in_w;
@@ -146,7 +147,8 @@ const char* check_deconv(const Int8DeconvArgs& a) {
 
 namespace {
 struct DeconvScratch {
-  std::vector<int8_t> xpad, xcol;
+  std::vector<int8_t> xpad;
+  std::vector<const int8_t*> channels;
   std::vector<int32_t> dest;
 };
 
@@ -173,10 +175,9 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
   const int64_t Hp = H + pt + pb, Wp = W + pl + pr, K = th * tw * C;
   DeconvScratch& sc = deconv_scratch();
   if (sc.xpad.size() < size_t(N * C * Hp * Wp)) sc.xpad.resize(size_t(N * C * Hp * Wp));
-  if (sc.xcol.size() < size_t(N * K * P)) sc.xcol.resize(size_t(N * K * P));
+  if (sc.channels.size() < size_t(K)) sc.channels.resize(size_t(K));
   if (sc.dest.size() < size_t(P)) sc.dest.resize(size_t(P));
   int8_t* xpad = sc.xpad.data();
-  int8_t* xcol = sc.xcol.data();
   // The input quantized once, the zero point in the padding (it contributes zero after the correction).
   run_parallel(parallel, N * C, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -191,15 +192,11 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
   for (int64_t ry = 0; ry < sh; ++ry) {
     for (int64_t rx = 0; rx < sw; ++rx) {
       const int64_t phase = ry * sw + rx;
-      // im2col of this phase: row t C + c = channel c shifted by tap t = (ty, tx).
-      run_parallel(parallel, N * K, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t n = i / K, t = (i % K) / C, c = i % C, ty = t / tw, tx = t % tw;
-          const int8_t* src = xpad + (n * C + c) * Hp * Wp + (dy[ry][ty] + pt) * Wp + dx[rx][tx] + pl;
-          int8_t* dst = xcol + i * P;
-          for (int64_t j = 0; j < H; ++j) std::memcpy(dst + j * W, src + j * Wp, size_t(W));
-        }
-      });
+      // The GEMM's input channel t C + c is channel c of the padded copy shifted by tap t = (ty, tx): its
+      // rows read in place (no im2col copy).
+      for (int64_t t = 0; t < th * tw; ++t)
+        for (int64_t c = 0; c < C; ++c)
+          sc.channels[size_t(t * C + c)] = xpad + c * Hp * Wp + (dy[ry][t / tw] + pt) * Wp + dx[rx][t % tw] + pl;
       for (int64_t j = 0; j < H; ++j)
         for (int64_t i = 0; i < W; ++i) sc.dest[size_t(j * W + i)] = int32_t((sh * j + ry) * OW + sw * i + rx);
       PointwiseArgs pa;
@@ -207,7 +204,8 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
       pa.weight = a.weight + phase * O * K, pa.weight_sum = a.weight_sum + phase * O;
       pa.scale = a.scale, pa.bias = a.bias, pa.out_channels = O;
       pa.input_scale_inv = a.input_scale_inv, pa.zero_point = a.zero_point, pa.relu = a.relu;
-      pa.out = a.out, pa.xq_planes = xcol, pa.dest = sc.dest.data(), pa.out_plane = H * sh * OW;
+      pa.out = a.out, pa.dest = sc.dest.data(), pa.out_plane = H * sh * OW;
+      pa.xq_channels = sc.channels.data(), pa.xq_row_stride = Wp, pa.xq_image_stride = C * Hp * Wp;
       int8_pointwise(pa, parallel);
     }
   }

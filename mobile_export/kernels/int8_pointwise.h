@@ -32,9 +32,11 @@ struct PointwiseArgs {
   int32_t zero_point = 0;
   bool relu = false;
   float* out = nullptr;  // N x O x ceil(H / s_h) x ceil(W / s_w)
-  // Internal forms (int8_conv_transpose2d): an input already quantized, N x C planes of in_h x in_w int8
-  // (stride 1; x unused); output pixel p stored at dest[p] of planes out_plane floats apart.
-  const int8_t* xq_planes = nullptr;
+  // Internal forms (int8_conv_transpose2d): an input already quantized (stride 1; x unused), pixel (j, i) of
+  // channel k of image n at xq_channels[k] + n * xq_image_stride + j * xq_row_stride + i; output pixel p
+  // stored at dest[p] of planes out_plane floats apart.
+  const int8_t* const* xq_channels = nullptr;
+  int64_t xq_row_stride = 0, xq_image_stride = 0;
   const int32_t* dest = nullptr;
   int64_t out_plane = 0;
 };
