@@ -1167,7 +1167,7 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     x = example_image(cfg)
     with torch.no_grad():
         eager = model(x)
-    calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)]
+    calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)] if int8 else []
     if int8 and int8_pointwise is None:
         int8_pointwise = int8_pointwise_is_fast()
     if int8 and int8_pointwise:

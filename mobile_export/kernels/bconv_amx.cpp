@@ -531,14 +531,8 @@ void amx_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
   const int64_t kp = (C + 63) / 64 * 64, o32 = (O + 31) / 32 * 32;
   PointwiseAmxScratch& sc = pointwise_amx_scratch();
   // The weights straight from the tensor when whole tiles cover them, else zero-padded to kp x o32.
-  const int8_t* w = a.weight;
-  int64_t ldw = C;
-  if (kp != C || o32 != O) {
-    if (sc.weights.size() < size_t(o32 * kp)) sc.weights.resize(size_t(o32 * kp));
-    std::memset(sc.weights.data(), 0, size_t(o32 * kp));
-    for (int64_t o = 0; o < O; ++o) std::memcpy(sc.weights.data() + o * kp, a.weight + o * C, size_t(C));
-    w = sc.weights.data(), ldw = kp;
-  }
+  const int8_t* w = padded_weight_rows(a.weight, O, C, kp, o32, sc.weights);
+  const int64_t ldw = kp;
   const int64_t image_bytes = kp * pp;  // (kp / 4) rows of pp x 4 bytes
   int8_t* planes = grown(sc.planes, size_t((a.batch * image_bytes + 63) / 64))->bytes;
   const int64_t groups = (C + 3) / 4;

@@ -3,6 +3,9 @@
 // unit, vectorised for that unit's ISA, and no ODR clash between them.
 #pragma once
 
+#include <cstring>
+#include <vector>
+
 #include "bconv.h"
 #include "int8_pointwise.h"
 
@@ -63,6 +66,17 @@ struct PointwiseJob {
   int64_t out_plane = 0;          // floats between output channels
 };
 constexpr int64_t kPointwiseBlock = 64;  // pixels per work item of the generic GEMM
+
+// int8_pointwise's O x C weights as rows of kp >= C bytes, at least `rows` of them (the kernels' whole
+// vectors or tiles): the tensor itself when it already is that, else a zero-padded copy in buf.
+inline const int8_t* padded_weight_rows(const int8_t* w, int64_t O, int64_t C, int64_t kp, int64_t rows,
+                                        std::vector<int8_t>& buf) {
+  if (kp == C && rows == O) return w;
+  if (buf.size() < size_t(rows * kp)) buf.resize(size_t(rows * kp));
+  std::memset(buf.data(), 0, size_t(rows * kp));
+  for (int64_t o = 0; o < O; ++o) std::memcpy(buf.data() + o * kp, w + o * C, size_t(C));
+  return buf.data();
+}
 
 struct Kernels {
   // Strip of blocks [b0, b1) (b0 a multiple of kTileBlocks, at most kMaxStripTiles tiles) x output

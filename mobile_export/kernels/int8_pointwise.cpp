@@ -45,15 +45,7 @@ void generic_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
   const int64_t kp = (C + 31) / 32 * 32;  // whole vectors in the block kernels (int8_gemm.h)
   PointwiseScratch& sc = pointwise_scratch();
   if (sc.xq.size() < size_t(a.batch * rows * kp)) sc.xq.resize(size_t(a.batch * rows * kp));
-  const int8_t* w = a.weight;
-  if (kp != C) {
-    if (sc.w.size() < size_t(O * kp)) sc.w.resize(size_t(O * kp));
-    for (int64_t o = 0; o < O; ++o) {
-      std::memcpy(sc.w.data() + o * kp, a.weight + o * C, size_t(C));
-      std::memset(sc.w.data() + o * kp + C, 0, size_t(kp - C));
-    }
-    w = sc.w.data();
-  }
+  const int8_t* w = padded_weight_rows(a.weight, O, C, kp, O, sc.w);
   int8_t* xq = sc.xq.data();
   const int64_t blocks = (rows + kPointwiseBlock - 1) / kPointwiseBlock;
   run_parallel(parallel, a.batch * blocks, [&](int64_t i0, int64_t i1) {

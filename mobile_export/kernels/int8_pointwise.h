@@ -43,7 +43,7 @@ struct PointwiseArgs {
 
 // int8 transposed conv whose output is exactly stride x its input (kernel = stride + 2 padding: BoxNet's
 // k4 s2 p1 deconv), as stride_h x stride_w int8 convs, one per output phase (mobile_export/deconv.py's
-// decomposition), each run by the int8_pointwise GEMM on the phase's im2col (ops.py,
+// decomposition), each run by the int8_pointwise GEMM on the phase's tap-shifted rows of the input (ops.py,
 // int8_conv_transpose2d_reference, is the definition):
 //   q = the int8_pointwise quantization of x, zero_point in the padding
 //   acc[o, s_h j + r_h, s_w i + r_w] = sum_{t, c} weight[r][o][t C + c] q[c, j + dy_t, i + dx_t]

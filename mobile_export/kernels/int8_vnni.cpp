@@ -87,16 +87,8 @@ void vnni_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
   const int64_t kp = (C + 3) / 4 * 4, groups = kp / 4, image_bytes = blocks * groups * 64;
   VnniScratch& sc = vnni_scratch();
   // Weight rows padded with zeros to whole groups of 4 (the flipped input's 128 in channels past C must meet 0).
-  const int8_t* w = a.weight;
-  int64_t ldw = C;
-  if (kp != C) {
-    if (sc.weights.size() < size_t(O * kp)) sc.weights.resize(size_t(O * kp));
-    for (int64_t o = 0; o < O; ++o) {
-      std::memcpy(sc.weights.data() + o * kp, a.weight + o * C, size_t(C));
-      std::memset(sc.weights.data() + o * kp + C, 0, size_t(kp - C));
-    }
-    w = sc.weights.data(), ldw = kp;
-  }
+  const int8_t* w = padded_weight_rows(a.weight, O, C, kp, O, sc.weights);
+  const int64_t ldw = kp;
   if (sc.planes.size() < size_t(a.batch * image_bytes + 64)) sc.planes.resize(size_t(a.batch * image_bytes + 64));
   int8_t* planes = sc.planes.data() + (64 - reinterpret_cast<uintptr_t>(sc.planes.data()) % 64) % 64;
   run_parallel(parallel, a.batch * groups, [&](int64_t i0, int64_t i1) {
