@@ -79,7 +79,13 @@ def int8_pointwise_module(layer: LayerShape, x: torch.Tensor) -> nn.Module:
 
 
 def _lower(module: nn.Module, x: torch.Tensor, xnnpack: bool) -> bytes:
-    from executorch.exir import to_edge_transform_and_lower
+    """The program of one layer. Its input is not memory-planned (``alloc_graph_input=False``): ExecuTorch
+    then reads the caller's tensor where it lies, as a layer inside a network reads what the previous op
+    wrote, instead of copying it into a planned buffer first. The copy is the harness's time, not the
+    layer's: 0.8 MB, about 0.07 ms, 13 % of the binary reference layer's program (measured on the Emerald
+    Rapids VM) and about 1 % of XNNPACK fp32's. Every variant is lowered the same way."""
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
 
     partitioner = []
     if xnnpack:
@@ -87,7 +93,8 @@ def _lower(module: nn.Module, x: torch.Tensor, xnnpack: bool) -> bytes:
 
         partitioner = [XnnpackPartitioner()]
     ep = torch.export.export(module, (x,))
-    return to_edge_transform_and_lower(ep, partitioner=partitioner).to_executorch().buffer
+    config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False))
+    return to_edge_transform_and_lower(ep, partitioner=partitioner).to_executorch(config).buffer
 
 
 def _quantized(module: nn.Module, x: torch.Tensor) -> nn.Module:

@@ -59,8 +59,9 @@ def load_forward(path: str | Path):
     ExecuTorch's pybindings module is used with ``clone_outputs=False``: the ``executorch.runtime`` API copies
     every output into a freshly allocated tensor on every call, which is the harness's time, not the
     program's (0.07 ms, 12 %, of the 0.6 ms binary reference layer with its 0.8 MB output; nothing measurable
-    on a whole model). The input is still copied into the program's planned input buffer, as any caller's
-    would be. Needs the kernel library loaded for programs with bidrn:: ops."""
+    on a whole model). Where the program's input is memory-planned (the exported models), it is copied into
+    the planned buffer, as any caller's would be; `bench kernels`' layer programs leave theirs unplanned and
+    are read in place (bench_kernels._lower). Needs the kernel library loaded for programs with bidrn:: ops."""
     from executorch.extension.pybindings import portable_lib
 
     module = portable_lib._load_for_executorch(str(path))

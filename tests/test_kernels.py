@@ -222,6 +222,24 @@ def test_amx_shapes_are_bit_exact_against_the_reference(path):
             assert_every_output_bit_exact(table_count_problem(gen, *spec), f"{path} {spec}")
 
 
+def test_amx_expanded_weights_follow_new_words_at_the_same_address():
+    """The AMX path keeps each layer's expanded weights from call to call (bconv_amx.cpp, expanded_weights),
+    found by the packed weights' address: words rewritten in place must give the new conv, not the old one."""
+    require_path("amx")
+    gen = torch.Generator().manual_seed(17)
+    spec = ("conv", 129, 40, 16, 20, 3, 1, 1)
+    assert amx_takes(*spec)
+    shape, x, weight, scale, bias, rprelu = table_count_problem(gen, *spec)
+    weight = weight.contiguous()
+    with kernel_library.using_path("amx"):
+        for _ in range(3):
+            got, want = run_c_kernel(shape, x, weight, scale, bias, rprelu, ops.Output.ACCUMULATOR)
+            assert torch.equal(got, want)
+            address = weight.data_ptr()
+            weight.copy_(torch.randint(-2**62, 2**62, weight.shape, generator=gen, dtype=weight.dtype))
+            assert weight.data_ptr() == address
+
+
 def test_amx_leaves_the_layers_where_it_measured_slower_to_avx512():
     require_path("amx")
     assert amx_takes("conv", 64, 64, 64, 64, 3, 1, 1)  # hand 3 x 3 at 64 x 64, batch 2
@@ -390,6 +408,29 @@ def test_bench_kernels_names_the_known_layers_when_given_an_unknown_one():
 
     with pytest.raises(ValueError, match=r"unknown layer\(s\) \['nope'\]; known: \['ref3x3_256_28'"):
         bench_kernels.run(["nope"], [1], None, 0.05, log=lambda msg: None)
+
+
+def test_layer_programs_read_their_input_in_place(tmp_path):
+    """bench kernels' layer programs leave the input unplanned (bench_kernels._lower): ExecuTorch reads the
+    caller's tensor where it lies (no copy into a planned buffer), and the program still computes the layer."""
+    from mobile_export import bench_kernels, bench_model
+    from mobile_export.layer_shapes import LayerShape
+
+    layer = LayerShape("tiny", "conv", 1, 64, 16, 6, 5, 3, 1, 1)
+    module = bench_kernels.BinaryLayerModule(layer).eval()
+    x = torch.randn(1, 64, 6, 5)
+    pte = tmp_path / "tiny.pte"
+    pte.write_bytes(bench_kernels._lower(module, x, xnnpack=False))
+    kernel_library.load()
+    forward, _ = bench_model.load_forward(pte)
+    assert torch.equal(forward(x)[0], module(x))
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(pte.read_bytes())
+    program = getattr(program, "program", program)
+    plan = program.execution_plan[0]
+    first_input = plan.values[plan.inputs[0]].val
+    assert first_input.allocation_info is None  # not memory-planned: read in place
 
 
 def test_timed_forward_returns_the_program_outputs_without_copying_them(tmp_path):

@@ -4,24 +4,27 @@
 // dominates a layer (3 x 3 convs of 64+ channels on 512+ output positions) the binary conv runs as an int8
 // GEMM of sign bytes: +1 / -1 as the bit says, 0 in the zero padding (PyTorch pads the binarised input with
 // zeros, so no padding correction) and in the channels past C. The int32 tiles are the layer's accumulators
-// themselves, bit for bit what the popcount paths compute. The weights stay 1 bit each in the .pte; each
-// call expands them. Every other layer (the 1 x 1 ones, whose time is their float epilogue, strided and
-// transposed convs, small layers) runs on the AVX-512 kernels. Measurements: docs/kernels.md, "AMX path".
+// themselves, bit for bit what the popcount paths compute. The weights stay 1 bit each in the .pte; the first
+// call of a layer expands them, later calls reuse that (expanded_weights). Every other layer (the 1 x 1 ones,
+// whose time is their float epilogue, strided and transposed convs, small layers) runs on the AVX-512
+// kernels. Measurements: docs/kernels.md, "AMX path".
 //
 // Layout. One image's input becomes sign bytes in "word planes": plane w holds, for every position of the
-// zero-padded image, the 64 channels of packed word w as 64 bytes (one cache line a position). An A tile
-// (16 rows x 64 bytes) is then 16 consecutive positions: one contiguous, aligned 1 KB block, and tap
-// (ky, kx) is a position offset, ky * Wp + kx. The positions of the padded image are one flat sequence:
-// output (y, x) is position y * Wp + x, and the positions with x >= out_w are computed and dropped. The B
-// tiles are the weights in the VNNI order of the tile unit (row r = 4 input channels of 16 output
-// channels), one contiguous 1 KB block per (16 output channels, word of a tap), from the packed words by a
-// 16 x 16 transpose. A work item runs 32 output channels (2 B tiles) over its groups of 16 positions, two
-// groups (2 A tiles) at a time: 4 int32 C tiles [position][channel], 4 tile loads per 4 tile multiplies, the
-// k loop word-major (the 9 taps of a 3 x 3 conv's word plane share 15 of every tile's 16 lines with the
-// previous tap's, in L1). The C tiles of kBatchPairs group pairs wait in memory; then the epilogue applies
-// scale, bias and RPReLU (eq. 6) to each tile's rows with the channels in the lanes, transposes the tile in
-// place, and runs channel by channel over the batch with the positions in the lanes: residual, partial sum,
-// post affine, shortcut, store, in the AVX-512 path's order and rounding.
+// zero-padded image, the 64 channels of packed word w as 64 bytes (one cache line a position). An A tile (16
+// rows x 64 bytes) is then 16 consecutive positions: one contiguous, aligned 1 KB block, and tap (ky, kx) is
+// a position offset, ky * Wp + kx. The positions of the padded image are one flat sequence (one zero run
+// between rows serves as right and left padding, make_plan): output (y, x) is position y * Wp + x, and the
+// positions with x >= out_w are computed and dropped. The B tiles are the weights in the VNNI order of the
+// tile unit (row r = 4 input channels of 16 output channels), one contiguous 1 KB block per (16 output
+// channels, word of a tap), from the packed words by a 16 x 16 transpose, stored in the order the k loop
+// reads them. A work item runs 32 output channels (2 B tiles) over its groups of 16 positions, two groups (2
+// A tiles) at a time: 4 int32 C tiles [position][channel], 4 tile loads per 4 tile multiplies, the k loop
+// word-major (the 9 taps of a 3 x 3 conv's word plane share 15 of every tile's 16 lines with the previous
+// tap's, in L1). The C tiles of kBatchPairs group pairs wait in memory; then the epilogue applies scale, bias
+// and RPReLU (eq. 6) to each tile's rows with the channels in the lanes, transposes the tile in place, and
+// runs channel by channel over the batch with the positions in the lanes: residual, partial sum, post affine,
+// shortcut, store, in the AVX-512 path's order and rounding. A conv without those streams (a bare binary conv
+// such as the reference layer) stores each transposed tile straight from the registers.
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mamx-tile -mamx-int8.
 #include <immintrin.h>
@@ -31,6 +34,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "bconv_internal.h"
@@ -42,6 +47,7 @@ namespace {
 
 constexpr int kGroup = 16;         // output positions per A tile
 constexpr int kPairChannels = 32;  // output channels per work item (2 B tiles)
+constexpr int64_t kL1Bytes = 48 << 10;  // L1 data cache of the Xeons with AMX (Sapphire / Emerald Rapids)
 constexpr int kBatchPairs = 16;    // group pairs (512 positions) whose C tiles (64 KB) wait for one epilogue pass
 
 struct alignas(64) Line {  // the element of the cache-line-aligned buffers
@@ -114,7 +120,13 @@ Plan make_plan(const ConvShape& s) {
   Plan p;
   p.cw = words_for(s.in_channels);
   p.H = s.in_h, p.W = s.in_w, p.pad_h = s.pad_h, p.pad_w = s.pad_w;
-  p.Hp = s.in_h + 2 * s.pad_h, p.Wp = s.in_w + 2 * s.pad_w;
+  // One zero run between rows serves as the right padding of a row and the left padding of the next: a
+  // row of the plane is pad_w zero positions, then the in_w pixels, then only the zeros the taps read past
+  // the row that the next row's pad_w do not already give (none for a "same" conv: 2 pad_w >= kernel_w - 1).
+  // For a 3 x 3 conv that is one dropped column per output row instead of two (the reference layer: 51
+  // groups of 16 positions instead of 53).
+  p.Hp = s.in_h + 2 * s.pad_h;
+  p.Wp = s.in_w + std::max(s.pad_w, s.kernel_w - 1 - s.pad_w);
   // The last group's dropped lanes read up to 15 positions past the padded image: a slack row of zeros.
   p.plane = (p.Hp + 1) * p.Wp + kGroup;
   p.k_words = s.kernel_h * s.kernel_w * p.cw, p.O = s.out_channels;
@@ -160,6 +172,60 @@ void fill_row(const Plan& p, const uint64_t* packed, int64_t w, int64_t py, int8
   for (int64_t x = p.pad_w + p.W; x < p.Wp; ++x) _mm512_store_si512(dst + x * 64, zero);
 }
 
+// The zero padding of word plane w: the positions before the first row's pixels, the zero run after each
+// row's (shared with the next row's left padding) and everything after the last row up to the slack.
+void zero_padding(const Plan& p, int64_t w, int8_t* planes) {
+  int8_t* dst = planes + w * p.plane * 64;
+  const auto zero_run = [&](int64_t from, int64_t to) {
+    for (int64_t q = from; q < to; ++q) _mm512_store_si512(dst + q * 64, _mm512_setzero_si512());
+  };
+  zero_run(0, p.pad_h * p.Wp + p.pad_w);
+  for (int64_t iy = 0; iy < p.H; ++iy) {
+    const int64_t end = (iy + p.pad_h) * p.Wp + p.pad_w + p.W;
+    zero_run(end, iy + 1 < p.H ? end + p.Wp - p.W : p.Hp * p.Wp);
+  }
+}
+
+constexpr int64_t kFillPixels = 1024;  // pixels of a plane per sweep of the 64 channels of a word
+
+// Float input straight into word plane w's sign bytes (what pack + fill_row do for packed input, without the
+// packed words in between), pixels [q0, q1) of the H x W plane: per channel, the signs of a run of pixels
+// (NGE_UQ: -1 for negative and NaN, exactly where torch's sign gives -1); then per pixel its 64 channels'
+// bits gathered into a 64-bit mask and blended to +1 / -1 bytes at the pixel's padded position. Channels
+// past C give +1 bytes, which the weights' zero bytes there cancel.
+void fill_from_float(const Plan& p, const float* x, int64_t C, int64_t w, int64_t q0, int64_t q1, int8_t* planes) {
+  alignas(64) uint16_t m[kFillPixels / 16][64];
+  const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+  const int64_t c0 = 64 * w, nc = std::min<int64_t>(64, C - c0), plane = p.H * p.W;
+  int8_t* dst = planes + w * p.plane * 64;
+  for (int64_t q = q0; q < q1; q += kFillPixels) {
+    const int64_t np = std::min(kFillPixels, q1 - q), groups = (np + 15) / 16;
+    for (int64_t c = 0; c < 64; ++c) {
+      const float* row = x + (c0 + c) * plane + q;
+      for (int64_t k = 0; k < groups; ++k) {
+        const int64_t left = np - 16 * k;
+        const __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+        m[k][c] = c < nc ? static_cast<uint16_t>(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(live, row + 16 * k),
+                                                                   _mm512_setzero_ps(), _CMP_NGE_UQ))
+                         : 0;
+      }
+    }
+    int64_t iy = q / p.W, ix = q - iy * p.W;
+    for (int64_t k = 0; k < groups; ++k) {
+      const __m512i lo = _mm512_load_si512(m[k]), hi = _mm512_load_si512(m[k] + 32);
+      const int n = int(std::min<int64_t>(16, np - 16 * k));
+      for (int i = 0; i < n; ++i) {
+        const __m512i bit = _mm512_set1_epi16(static_cast<short>(1u << i));
+        const __mmask64 negative = static_cast<__mmask64>(_mm512_test_epi16_mask(lo, bit)) |
+                                   static_cast<__mmask64>(_mm512_test_epi16_mask(hi, bit)) << 32;
+        _mm512_store_si512(dst + ((iy + p.pad_h) * p.Wp + p.pad_w + ix) * 64,
+                           _mm512_mask_blend_epi8(negative, plus, minus));
+        if (++ix == p.W) ix = 0, ++iy;
+      }
+    }
+  }
+}
+
 // The weights of output channels [16 cb, 16 cb + 16) as B tiles: for each word kk of their rows, 1 KB in the
 // VNNI order, row r = bytes 4r .. 4r + 3 (input channels 64 (kk mod cw) + 4r + i) of the 16 channels: the
 // 16 channels' sign bytes, transposed as 16 x 16 dwords. Bytes of input channels past C (the packed words'
@@ -168,8 +234,12 @@ void expand_weights(const uint64_t* w, int64_t cw, int64_t k_words, int64_t C, i
   const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
   const int64_t tail = C - 64 * (cw - 1);  // channels in the last word of a tap: 1 .. 64
   const __mmask64 last = tail == 64 ? ~__mmask64(0) : (__mmask64(1) << tail) - 1;
-  int8_t* tiles = out + cb * k_words * 1024;
+  // Stored in the order `multiply` reads them: per channel pair, word-major, the taps of a word in turn,
+  // the pair's two 16-channel tiles side by side; one sequential 2 KB-a-step stream per group pair.
+  const int64_t taps = k_words / cw;
+  int8_t* tiles = out + (cb / 2) * 2 * k_words * 1024 + (cb % 2) * 1024;
   for (int64_t kk = 0, word = 0; kk < k_words; ++kk, word = word + 1 == cw ? 0 : word + 1) {
+    int8_t* tile = tiles + ((word * taps + kk / cw) * 2) * 1024;
     const __mmask64 valid = word == cw - 1 ? last : ~__mmask64(0);
     __m512 r[16];
     for (int n = 0; n < 16; ++n) {
@@ -178,7 +248,7 @@ void expand_weights(const uint64_t* w, int64_t cw, int64_t k_words, int64_t C, i
                    : _mm512_castsi512_ps(zero);
     }
     transpose16(r);
-    for (int n = 0; n < 16; ++n) _mm512_store_ps(tiles + kk * 1024 + n * 64, r[n]);
+    for (int n = 0; n < 16; ++n) _mm512_store_ps(tile + n * 64, r[n]);
   }
 }
 
@@ -204,10 +274,9 @@ struct Channels {
 };
 
 // Epilogue, pass 1, on one C tile (16 positions x 16 channels, int32 rows at t): y = acc * scale + bias and
-// RPReLU with the channels in the lanes, then a transpose in place, so that row c holds channel c's 16
+// RPReLU with the channels in the lanes, then a transpose in registers, so that r[c] holds channel c's 16
 // positions (the raw int32 accumulators for the accumulator output).
-inline void affine_transpose(int32_t* t, const Channels& ch, bool rprelu, bool accumulator_out) {
-  __m512 r[16];
+inline void affine_transpose(const int32_t* t, const Channels& ch, bool rprelu, bool accumulator_out, __m512 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(_mm512_load_si512(t + i * 16));
   if (!accumulator_out) {
     for (int i = 0; i < 16; ++i) {
@@ -221,7 +290,21 @@ inline void affine_transpose(int32_t* t, const Channels& ch, bool rprelu, bool a
     }
   }
   transpose16(r);
-  for (int i = 0; i < 16; ++i) _mm512_store_ps(reinterpret_cast<float*>(t + i * 16), r[i]);
+}
+
+// The whole epilogue of a conv without streams (float output, no residual, partial sum, post affine or
+// shortcut: a bare binary conv such as the reference layer): the tile's nc channels go straight from the
+// registers into their output planes, segment by segment. 5 % faster on the reference layer than pass 2's
+// round trip through memory, which pays where streams are read (docs/kernels.md, "AMX path").
+inline void store_tile(const Plan& p, const int32_t* t, const Channels& ch, bool rprelu, const Group& g, float* out,
+                       int nc) {
+  __m512 r[16];
+  affine_transpose(t, ch, rprelu, false, r);
+  const Segment* segs = p.segs.data() + g.seg0;
+  for (int si = 0; si < g.nseg; ++si) {
+    float* at = out + segs[si].at;
+    for (int i = 0; i < nc; ++i) _mm512_mask_storeu_ps(at + i * p.out_plane, segs[si].mask, r[i]);
+  }
 }
 
 // Epilogue, pass 2: output channel o over the batch's groups [g0, g0 + ng), its 16 values of group gi at
@@ -272,7 +355,7 @@ void channel_run(const Plan& p, const TileJob& j, const Image& im, int64_t o, in
 // tile (group i, channel group h) stored at c + (2 i + h) * 256, 16 rows of 16 int32.
 template <int NB>
 void multiply(const Plan& p, const int8_t* b, const int8_t* planes, const Group* g, int32_t* c) {
-  const int64_t taps = int64_t(p.tap_off.size()), next_b = p.k_words * 1024;
+  const int64_t taps = int64_t(p.tap_off.size());
   _tile_zero(0);
   _tile_zero(1);
   if (NB == 2) {
@@ -282,10 +365,10 @@ void multiply(const Plan& p, const int8_t* b, const int8_t* planes, const Group*
   for (int64_t w = 0; w < p.cw; ++w) {
     const int8_t* a0 = planes + (w * p.plane + g[0].base) * 64;
     const int8_t* a1 = planes + (w * p.plane + g[NB - 1].base) * 64;
-    for (int64_t t = 0; t < taps; ++t) {
-      const int64_t kk = t * p.cw + w, off = p.tap_off[size_t(t)] * 64;
-      _tile_loadd(6, b + kk * 1024, 64);
-      _tile_loadd(7, b + next_b + kk * 1024, 64);
+    for (int64_t t = 0; t < taps; ++t, b += 2048) {
+      const int64_t off = p.tap_off[size_t(t)] * 64;
+      _tile_loadd(6, b, 64);
+      _tile_loadd(7, b + 1024, 64);
       _tile_loadd(4, a0 + off, 64);
       _tile_dpbssd(0, 4, 6);
       _tile_dpbssd(1, 4, 7);
@@ -304,6 +387,57 @@ void multiply(const Plan& p, const int8_t* b, const int8_t* planes, const Group*
   }
 }
 
+// The tile products of NG (1 to 4) groups of outputs against ONE 16-channel group h of the pair (its B
+// tile at b + h * 1024 of each 2 KB step), the B tiles alternating between two tile registers; tile
+// (group i, h) stored where `multiply` stores it. 5 tile loads per 4 multiplies instead of 4, but each B
+// tile serves 4 groups instead of 2: half the stream of B tiles, which matters where a channel pair's B
+// tiles (2 KB a k step) outgrow L1 and come from L2 for every group pair (the reference layer's 72 KB:
+// 1.03-1.04x faster; on 64 or 128 channels, where they fit or nearly, 0.97-1.03x, so not used there).
+template <int NG>
+void multiply_quad(const Plan& p, const int8_t* b, const int8_t* planes, const Group* g, int h, int32_t* c) {
+  const int64_t taps = int64_t(p.tap_off.size());
+  _tile_zero(0);
+  if (NG > 1) _tile_zero(1);
+  if (NG > 2) _tile_zero(2);
+  if (NG > 3) _tile_zero(3);
+  b += h * 1024;
+  // One k step: the B tile into register B (6 and 7 alternate), the groups' A tiles alternating in 4 and 5.
+  // (A macro: the tile intrinsics take their register numbers as literal tokens.)
+#define BIDRN_QUAD_STEP(B)                     \
+  _tile_loadd(B, b, 64);                       \
+  _tile_loadd(4, a[0] + off, 64);              \
+  _tile_dpbssd(0, 4, B);                       \
+  if (NG > 1) {                                \
+    _tile_loadd(5, a[1] + off, 64);            \
+    _tile_dpbssd(1, 5, B);                     \
+  }                                            \
+  if (NG > 2) {                                \
+    _tile_loadd(4, a[2] + off, 64);            \
+    _tile_dpbssd(2, 4, B);                     \
+  }                                            \
+  if (NG > 3) {                                \
+    _tile_loadd(5, a[3] + off, 64);            \
+    _tile_dpbssd(3, 5, B);                     \
+  }
+  for (int64_t w = 0; w < p.cw; ++w) {
+    const int8_t* a[4] = {};
+    for (int i = 0; i < NG; ++i) a[i] = planes + (w * p.plane + g[i].base) * 64;
+    for (int64_t t = 0; t < taps; ++t, b += 2048) {
+      const int64_t off = p.tap_off[size_t(t)] * 64;
+      if (t % 2 == 0) {
+        BIDRN_QUAD_STEP(6)
+      } else {
+        BIDRN_QUAD_STEP(7)
+      }
+    }
+  }
+#undef BIDRN_QUAD_STEP
+  _tile_stored(0, c + h * 256, 64);
+  if (NG > 1) _tile_stored(1, c + 512 + h * 256, 64);
+  if (NG > 2) _tile_stored(2, c + 1024 + h * 256, 64);
+  if (NG > 3) _tile_stored(3, c + 1536 + h * 256, 64);
+}
+
 // One work item: channel pair `pair` over groups [g0, g1), kBatchPairs group pairs at a time.
 void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* weights, const int8_t* planes,
               int64_t pair, int64_t g0, int64_t g1, bool accumulator_out) {
@@ -316,19 +450,47 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
   const Channels ch0(j, o0, static_cast<__mmask16>((1u << nc0) - 1));
   const Channels ch1(j, o0 + 16, static_cast<__mmask16>((1u << nc1) - 1));
   const bool rprelu = j.ep.rprelu != nullptr;
+  const bool direct = !accumulator_out && !im.residual && !im.partial && !im.shortcut && !j.ep.post;
+  const bool quad = p.k_words * 2048 > kL1Bytes;
   for (int64_t bt = g0; bt < g1; bt += kBatchPairs * 2) {
     const int ng = int(std::min<int64_t>(g1 - bt, kBatchPairs * 2));
-    for (int gi = 0; gi < ng; gi += 2) {
-      if (gi + 1 < ng) {
-        multiply<2>(p, b, planes, &p.groups[size_t(bt + gi)], c + gi * 512);
-      } else {
-        multiply<1>(p, b, planes, &p.groups[size_t(bt + gi)], c + gi * 512);
+    if (quad) {
+      for (int gi = 0; gi < ng; gi += 4)
+        for (int h = 0; h < (nc1 > 0 ? 2 : 1); ++h) {
+          const Group* gg = &p.groups[size_t(bt + gi)];
+          int32_t* cc = c + gi * 512;
+          switch (std::min(4, ng - gi)) {
+            case 4: multiply_quad<4>(p, b, planes, gg, h, cc); break;
+            case 3: multiply_quad<3>(p, b, planes, gg, h, cc); break;
+            case 2: multiply_quad<2>(p, b, planes, gg, h, cc); break;
+            default: multiply_quad<1>(p, b, planes, gg, h, cc); break;
+          }
+        }
+    } else {
+      for (int gi = 0; gi < ng; gi += 2) {
+        if (gi + 1 < ng) {
+          multiply<2>(p, b, planes, &p.groups[size_t(bt + gi)], c + gi * 512);
+        } else {
+          multiply<1>(p, b, planes, &p.groups[size_t(bt + gi)], c + gi * 512);
+        }
       }
     }
-    for (int gi = 0; gi < ng; ++gi) {
-      affine_transpose(c + gi * 512, ch0, rprelu, accumulator_out);
-      if (nc1 > 0) affine_transpose(c + gi * 512 + 256, ch1, rprelu, accumulator_out);
+    if (direct) {
+      float* out = static_cast<float*>(im.out) + o0 * p.out_plane;
+      for (int gi = 0; gi < ng; ++gi) {
+        const Group& g = p.groups[size_t(bt + gi)];
+        store_tile(p, c + gi * 512, ch0, rprelu, g, out, nc0);
+        if (nc1 > 0) store_tile(p, c + gi * 512 + 256, ch1, rprelu, g, out + 16 * p.out_plane, nc1);
+      }
+      continue;
     }
+    for (int gi = 0; gi < ng; ++gi)
+      for (int h = 0; h < (nc1 > 0 ? 2 : 1); ++h) {  // in place: row c of the tile becomes channel c's run
+        int32_t* t = c + gi * 512 + h * 256;
+        __m512 r[16];
+        affine_transpose(t, h ? ch1 : ch0, rprelu, accumulator_out, r);
+        for (int i = 0; i < 16; ++i) _mm512_store_ps(reinterpret_cast<float*>(t + i * 16), r[i]);
+      }
     for (int oc = 0; oc < nc; ++oc)
       channel_run(p, j, im, o0 + oc, bt, ng, c + (oc / 16) * 256 + (oc % 16) * 16, 512, accumulator_out);
   }
@@ -336,8 +498,7 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
 
 // Buffers of one call, reused from call to call (as the driver's Scratch).
 struct AmxScratch {
-  std::vector<uint64_t> packed;
-  std::vector<Line> planes, weights;
+  std::vector<Line> planes, weights;  // weights: the expansion when the cache is full
 };
 
 AmxScratch& amx_scratch() {
@@ -349,6 +510,65 @@ template <class T>
 T* grown(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
   return v.data();
+}
+
+// Expanded weights kept from call to call: a loaded program's weights do not change, and expanding them
+// on every call took about 4 % of the reference layer. An entry is found by the packed weights' address
+// and the conv's shape, and used only while those words are still the same (it keeps a copy and compares:
+// a program loaded later at the same address with other weights gets its own entry). At most
+// kWeightCacheBytes of expansions in all; past that a layer expands into the call's scratch as before.
+constexpr size_t kWeightCacheBytes = size_t(64) << 20;
+
+struct CachedWeights {
+  const uint64_t* source;
+  int64_t in_channels, out_channels, kernel_h, kernel_w;
+  std::vector<uint64_t> words;  // the packed weights the tiles were expanded from
+  std::vector<Line> tiles;
+};
+
+struct WeightCache {
+  std::mutex mutex;
+  std::vector<std::unique_ptr<CachedWeights>> entries;  // never removed: their tiles stay where they are
+  size_t bytes = 0;
+};
+
+WeightCache& weight_cache() {
+  static WeightCache c;
+  return c;
+}
+
+// The expanded B tiles of this call's weights: from the cache, or expanded now (into the cache while it has
+// room, else into `scratch`).
+const int8_t* expanded_weights(const ConvShape& s, const Plan& p, const uint64_t* w, std::vector<Line>& scratch,
+                               ParallelFor parallel) {
+  const int64_t blocks = 2 * p.pairs, n_words = weight_words(s);
+  const size_t n_lines = size_t(blocks * p.k_words * 16);
+  const auto expand_into = [&](int8_t* out) {
+    run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
+      for (int64_t cb = b0; cb < b1; ++cb) expand_weights(w, p.cw, p.k_words, s.in_channels, cb, p.O, out);
+    });
+  };
+  WeightCache& cache = weight_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  for (const auto& e : cache.entries)
+    if (e->source == w && e->in_channels == s.in_channels && e->out_channels == s.out_channels &&
+        e->kernel_h == s.kernel_h && e->kernel_w == s.kernel_w &&
+        std::memcmp(e->words.data(), w, size_t(n_words) * sizeof(uint64_t)) == 0)
+      return e->tiles.front().bytes;
+  if (cache.bytes + n_lines * sizeof(Line) > kWeightCacheBytes) {
+    int8_t* out = grown(scratch, n_lines)->bytes;
+    expand_into(out);
+    return out;
+  }
+  auto e = std::make_unique<CachedWeights>();
+  e->source = w, e->in_channels = s.in_channels, e->out_channels = s.out_channels;
+  e->kernel_h = s.kernel_h, e->kernel_w = s.kernel_w;
+  e->words.assign(w, w + n_words);
+  e->tiles.resize(n_lines);
+  expand_into(e->tiles.front().bytes);
+  cache.bytes += n_lines * sizeof(Line) + size_t(n_words) * sizeof(uint64_t);
+  cache.entries.push_back(std::move(e));
+  return cache.entries.back()->tiles.front().bytes;
 }
 
 }  // namespace
@@ -377,12 +597,9 @@ bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args) {
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
   const Plan p = make_plan(s);
   AmxScratch& sc = amx_scratch();
-  const int64_t in_plane = s.in_h * s.in_w, blocks = 2 * p.pairs;
-  int8_t* weights = grown(sc.weights, size_t(blocks * p.k_words * 16))->bytes;
+  const int64_t in_plane = s.in_h * s.in_w;
+  const int8_t* weights = expanded_weights(s, p, args.weight, sc.weights, parallel);
   int8_t* planes = grown(sc.planes, size_t(p.cw * p.plane))->bytes;
-  run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t cb = b0; cb < b1; ++cb) expand_weights(args.weight, p.cw, p.k_words, s.in_channels, cb, p.O, weights);
-  });
   // The slack past each padded image (read by dropped lanes only) is zeroed once per call.
   for (int64_t w = 0; w < p.cw; ++w)
     std::memset(planes + (w * p.plane + p.Hp * p.Wp) * 64, 0, size_t((p.plane - p.Hp * p.Wp) * 64));
@@ -396,20 +613,22 @@ void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& arg
   const int64_t per_chunk = ((n_groups + chunks - 1) / chunks + 1) / 2 * 2;
   const int64_t res_stride = ep.residual_batch_stride ? ep.residual_batch_stride : ep.residual_channels * p.out_plane;
   for (int64_t n = 0; n < s.batch; ++n) {
-    const uint64_t* xp;
     if (args.x_float) {
       const float* x = args.x_float + n * (args.x_batch_stride ? args.x_batch_stride : s.in_channels * in_plane);
-      uint64_t* packed = grown(sc.packed, size_t(in_plane * p.cw));
-      run_parallel(parallel, (in_plane + 1023) / 1024, [&](int64_t c0, int64_t c1) {
-        kAvx512Kernels.pack(x, s.in_channels, in_plane, c0 * 1024, std::min(c1 * 1024, in_plane), packed);
+      const int64_t sweeps = (in_plane + kFillPixels - 1) / kFillPixels;
+      run_parallel(parallel, p.cw * sweeps, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t w = i / sweeps, q0 = i % sweeps * kFillPixels;
+          if (q0 == 0) zero_padding(p, w, planes);
+          fill_from_float(p, x, s.in_channels, w, q0, std::min(in_plane, q0 + kFillPixels), planes);
+        }
       });
-      xp = packed;
     } else {
-      xp = args.x_packed + n * in_plane * p.cw;
+      const uint64_t* xp = args.x_packed + n * in_plane * p.cw;
+      run_parallel(parallel, p.cw * p.Hp, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) fill_row(p, xp, r / p.Hp, r % p.Hp, planes);
+      });
     }
-    run_parallel(parallel, p.cw * p.Hp, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) fill_row(p, xp, r / p.Hp, r % p.Hp, planes);
-    });
     Image im;
     im.out = accumulator_out ? static_cast<void*>(static_cast<int32_t*>(args.out) + n * p.O * p.out_plane)
                              : static_cast<void*>(static_cast<float*>(args.out) + n * p.O * p.out_plane);
