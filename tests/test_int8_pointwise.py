@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mobile_export import export, kernel_library, ops
-from test_kernels import X86_AND_SCALAR_PATHS, require_path
+from test_kernels import X86_AND_SCALAR_PATHS, assert_bit_exact_on_two_threads, require_path
 
 
 def test_quantization_rounds_half_to_even_and_saturates():
@@ -182,39 +182,16 @@ def test_kernel_bench_times_the_block_residuals_bidrn_runs():
     assert sorted(seen) == sorted(want)
 
 
-TWO_THREADS = """
-import sys, torch
-from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-_unsafe_reset_threadpool(2)
-from mobile_export import export, kernel_library
-kernel_library.load()
-assert kernel_library.thread_count() == 2, kernel_library.thread_count()
-x, want = torch.load(sys.argv[2])
-for path in kernel_library.supported_paths():
-    with kernel_library.using_path(path):
-        method, _ = export.load_program(sys.argv[1])
-        got = method.execute([x])[0]
-        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), path
-print("bit-exact on", kernel_library.supported_paths())
-"""
-
-
 def test_two_threads_split_the_work_and_keep_every_bit(tmp_path):
     """The op on ExecuTorch's threadpool with 2 threads (set before any program loads, hence a child
     process), on every path: quantization and GEMM items split across threads, the same bits."""
-    import subprocess
-    import sys
-
     g = torch.Generator().manual_seed(9)
     weight = torch.randint(-127, 128, (72, 40), generator=g, dtype=torch.int8)
     args = (torch.randn(2, 40, 33, 29, generator=g), weight, weight.int().sum(1, dtype=torch.int32),
             torch.rand(72, generator=g) * 1e-3, torch.randn(72, generator=g), 7.5, 3, [2, 1], True)
     path = tmp_path / "pointwise.pte"
     export.save_program(_Pointwise(args).eval(), (args[0],), path)
-    torch.save((args[0], ops.int8_pointwise_reference(*args)), tmp_path / "io.pt")
-    done = subprocess.run([sys.executable, "-c", TWO_THREADS, str(path), str(tmp_path / "io.pt")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "bit-exact" in done.stdout, done.stderr[-3000:]
+    assert_bit_exact_on_two_threads(path, args[0], ops.int8_pointwise_reference(*args), tmp_path)
 
 
 class _Head(nn.Module):

@@ -240,6 +240,54 @@ def test_amx_expanded_weights_follow_new_words_at_the_same_address():
             assert weight.data_ptr() == address
 
 
+TWO_THREADS = """
+import sys, torch
+from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+_unsafe_reset_threadpool(2)
+from mobile_export import export, kernel_library
+kernel_library.load()
+assert kernel_library.thread_count() == 2, kernel_library.thread_count()
+x, want = torch.load(sys.argv[2])
+for path in kernel_library.supported_paths():
+    with kernel_library.using_path(path):
+        method, _ = export.load_program(sys.argv[1])
+        got = method.execute([x])[0]
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), path
+print("bit-exact on", kernel_library.supported_paths())
+"""
+
+
+def assert_bit_exact_on_two_threads(pte, x: torch.Tensor, want: torch.Tensor, tmp_path) -> None:
+    """Runs the program with ExecuTorch's threadpool at 2 threads (set before any program loads, hence a
+    child process) on every kernel path this CPU has; every bit of its output must equal `want`."""
+    import subprocess
+    import sys
+
+    torch.save((x, want), tmp_path / "io.pt")
+    done = subprocess.run([sys.executable, "-c", TWO_THREADS, str(pte), str(tmp_path / "io.pt")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "bit-exact" in done.stdout, done.stderr[-3000:]
+
+
+def test_binary_conv_on_two_threads_keeps_every_bit(tmp_path):
+    """A 3 x 3 binary conv the `amx` path takes in its 4-group order (129 channels: 27 words a row), with
+    float input, on ExecuTorch's threadpool at 2 threads on every path: work items, the float input's fill
+    and the weights' expansion split across threads, the reference's bits."""
+    from mobile_export import bench_kernels, export
+    from mobile_export.layer_shapes import LayerShape
+
+    layer = LayerShape("two_threads", "conv", 2, 129, 70, 24, 24, 3, 1, 1)
+    assert amx_takes("conv", 129, 70, 24, 24, 3, 1, 1)
+    torch.manual_seed(5)
+    module = bench_kernels.BinaryLayerModule(layer).eval()
+    x = with_special_values(torch.randn(2, 129, 24, 24), torch.Generator().manual_seed(6))
+    path = tmp_path / "binary.pte"
+    export.save_program(module, (x,), path)
+    want = ops.binary_conv2d_reference(x, module.weight, module.scale, module.bias, None, 129, [3, 3], [1, 1],
+                                       [1, 1])
+    assert_bit_exact_on_two_threads(path, x, want, tmp_path)
+
+
 def test_amx_leaves_the_layers_where_it_measured_slower_to_avx512():
     require_path("amx")
     assert amx_takes("conv", 64, 64, 64, 64, 3, 1, 1)  # hand 3 x 3 at 64 x 64, batch 2
