@@ -195,13 +195,16 @@ TABLE_COUNT_SHAPES = [
 # Shapes the AMX path takes (stride 1, rows of 9+ words, 512+ output positions; bconv_amx.cpp): 3 x 3 with and
 # without padding on odd channel counts and widths that are not multiples of its 16-position groups, a 2 x 2
 # kernel padded to an output larger than its input, more than 32 output channels (two channel pairs, the
-# second partial), and the reference layer.
+# second partial), the reference layer, and outputs 48 and 16 wide (whole-row groups; the second also in the
+# 4-group order of 256+ channels' worth of words).
 AMX_SHAPES = [
     ("conv", 65, 70, 17, 19, 3, 1, 1),
     ("conv", 129, 33, 15, 23, 3, 1, 0),
     ("conv", 64, 16, 18, 30, 3, 1, 2),
     ("conv", 200, 48, 16, 16, 2, 1, 1),
     ("conv", 256, 256, 28, 28, 3, 1, 1),
+    ("conv", 65, 40, 20, 48, 3, 1, 1),
+    ("conv", 200, 40, 16, 16, 3, 1, 1),
 ]
 
 
