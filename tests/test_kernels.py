@@ -195,8 +195,8 @@ TABLE_COUNT_SHAPES = [
 # Shapes the AMX path takes (stride 1, rows of 9+ words, 512+ output positions; bconv_amx.cpp): 3 x 3 with and
 # without padding on odd channel counts and widths that are not multiples of its 16-position groups, a 2 x 2
 # kernel padded to an output larger than its input, more than 32 output channels (two channel pairs, the
-# second partial), the reference layer, and outputs 48 and 16 wide (whole-row groups; the second also in the
-# 4-group order of 256+ channels' worth of words).
+# second partial), the reference layer, outputs 48 and 16 wide (whole-row groups; the second also in the
+# 4-group order of 256+ channels' worth of words), and a small plane (308 positions: small weights).
 AMX_SHAPES = [
     ("conv", 65, 70, 17, 19, 3, 1, 1),
     ("conv", 129, 33, 15, 23, 3, 1, 0),
@@ -205,6 +205,7 @@ AMX_SHAPES = [
     ("conv", 256, 256, 28, 28, 3, 1, 1),
     ("conv", 65, 40, 20, 48, 3, 1, 1),
     ("conv", 200, 40, 16, 16, 3, 1, 1),
+    ("conv", 100, 40, 14, 11, 3, 1, 1),
 ]
 
 
@@ -296,6 +297,9 @@ def test_amx_leaves_the_layers_where_it_measured_slower_to_avx512():
     assert amx_takes("conv", 64, 64, 64, 64, 3, 1, 1)  # hand 3 x 3 at 64 x 64, batch 2
     assert not amx_takes("conv", 64, 256, 64, 64, 1, 1, 0)  # FUR's 1 x 1: one word a row
     assert not amx_takes("conv", 512, 512, 8, 8, 3, 1, 1)  # 128 output positions over the batch
+    assert amx_takes("conv", 256, 256, 16, 12, 3, 1, 1, n=1)  # 192 positions, 590 KB of expanded weights
+    assert not amx_takes("conv", 256, 256, 12, 12, 3, 1, 1, n=1)  # 144 positions
+    assert not amx_takes("conv", 512, 512, 16, 12, 3, 1, 1, n=1)  # 192 positions, 2.4 MB of weights
     assert not amx_takes("conv", 128, 128, 64, 64, 3, 2, 1)  # stride 2
 
 

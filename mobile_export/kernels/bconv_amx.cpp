@@ -596,14 +596,21 @@ bool amx_available() {
 }
 
 bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args) {
-  // Where the count dominates: rows of 9+ words (a 3 x 3 conv of 64+ channels) on 512+ output positions.
-  // Measured (docs/kernels.md) on 3 x 3 convs of 64-256 channels at 16 x 16 to 64 x 64: 1.1-1.6x faster than
-  // AVX-512; on 8 x 8 and 16 x 12 planes and on the 1 x 1 layers (where the float epilogue is the time and
-  // the tile order costs a transpose per 256 outputs) 0.6-0.9x, so those stay on AVX-512.
+  // Where the count dominates: rows of 9+ words (a 3 x 3 conv of 64+ channels) on 512+ output positions,
+  // or on 192+ where the expanded weights, kept from call to call, are 1 MB or less (up to 256 channels at
+  // 3 x 3). Measured (docs/kernels.md): 3 x 3 convs of 64-256 channels at 16 x 16 to 64 x 64 1.1-1.6x faster
+  // than AVX-512. With the weights kept, 256 at 16 x 12 and 12 x 12 (batch 1) 1.6-1.7x called alone, but
+  // inside the network, where each layer's 590 KB of expanded weights come from L3 (the packed ones are
+  // 74 KB), 1.13x at 16 x 12 (the body's five, 0.96 -> 0.85 ms) and 0.9x at 12 x 12 (the face's two). 512
+  // channels on small planes (2.4 MB of expanded weights) 0.97-1.05x alone, and the 1 x 1 layers (where the
+  // float epilogue is the time and the tile order costs a transpose per 256 outputs) 0.6-0.8x, so those stay
+  // on AVX-512.
   const int64_t k_words = s.kernel_h * s.kernel_w * words_for(s.in_channels);
+  const int64_t expanded_bytes = (s.out_channels + kPairChannels - 1) / kPairChannels * 2 * k_words * 1024;
+  const int64_t positions = s.batch * s.out_h * s.out_w;
   return !s.transposed && s.stride_h == 1 && s.stride_w == 1 && args.branches == 1 && ep.residual_pool == 1 &&
          (args.output == Output::kFloat || args.output == Output::kAccumulator) && k_words >= 9 &&
-         s.batch * s.out_h * s.out_w >= 512;
+         (positions >= 512 || (positions >= 192 && expanded_bytes <= (int64_t(1) << 20)));
 }
 
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
