@@ -8,6 +8,7 @@
 
 #include "bconv_internal.h"
 #include "int8_gemm.h"
+#include "int8_pack_avx512.h"
 
 namespace bidrn {
 namespace {
@@ -421,6 +422,17 @@ int64_t avx512_popcount(const uint64_t* words, int64_t n) {
 }
 
 }  // namespace
+
+void avx512_quantize_row(const float* src, int64_t n, float input_scale_inv, int32_t zero_point, int8_t* dst) {
+  const __m512 inv = _mm512_set1_ps(input_scale_inv), zp = _mm512_set1_ps(static_cast<float>(zero_point));
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), quantize16(_mm512_loadu_ps(src + i), inv, zp));
+  if (i < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm_mask_storeu_epi8(dst + i, tail, quantize16(_mm512_maskz_loadu_ps(tail, src + i), inv, zp));
+  }
+}
 
 const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount, avx512_branch_tile, nullptr, nullptr,
                                 generic_int8_rows};

@@ -108,6 +108,8 @@ constexpr int kMaxFusedBranches = 4;
 // bidrn::int8_pointwise on AVX-512 VNNI (int8_vnni.cpp): whether the CPU has it; the op (checked arguments).
 bool vnni_available();
 void vnni_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
+// quantize_int8 of n floats into dst, 16 lanes at a time (bconv_avx512.cpp; the `avx512` and `amx` paths).
+void avx512_quantize_row(const float* src, int64_t n, float input_scale_inv, int32_t zero_point, int8_t* dst);
 #endif
 
 #if defined(__x86_64__) && defined(BIDRN_AMX)

@@ -68,7 +68,8 @@ inline void store_pixels(float* plane, const int32_t* dest, int64_t p, int cnt, 
 // p / 16, row g, lane p % 16 (dst + ((p / 16) * kp / 4 + g) * 64 + (p % 16) * 4), kp / 4 groups a block. Output
 // rows are read 16 pixels at a time; a run that straddles two blocks is rotated by its start lane and stored
 // to both under masks. Channels past C are zeros.
-void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t ow, int64_t oh, int64_t kp, int8_t* dst) {
+inline void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t ow, int64_t oh, int64_t kp,
+                           int8_t* dst) {
   const int64_t C = a.in_channels, plane = a.in_h * a.in_w, tile_bytes = kp / 4 * 64;
   const __m512 inv = _mm512_set1_ps(a.input_scale_inv), zp = _mm512_set1_ps(float(a.zero_point));
   const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);

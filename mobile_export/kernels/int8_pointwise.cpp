@@ -170,15 +170,25 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
   if (sc.channels.size() < size_t(K)) sc.channels.resize(size_t(K));
   if (sc.dest.size() < size_t(P)) sc.dest.resize(size_t(P));
   int8_t* xpad = sc.xpad.data();
+#if defined(__x86_64__)
+  const bool vector_quantize = active_path() == Path::kAvx512 || active_path() == Path::kAmx;
+#endif
   // The input quantized once, the zero point in the padding (it contributes zero after the correction).
   run_parallel(parallel, N * C, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       int8_t* plane = xpad + i * Hp * Wp;
       std::memset(plane, static_cast<int8_t>(a.zero_point), size_t(Hp * Wp));
       const float* src = a.x + i * H * W;
-      for (int64_t y = 0; y < H; ++y)
-        for (int64_t x = 0; x < W; ++x)
-          plane[(y + pt) * Wp + x + pl] = quantize_int8(src[y * W + x], a.input_scale_inv, a.zero_point);
+      for (int64_t y = 0; y < H; ++y) {
+        int8_t* row = plane + (y + pt) * Wp + pl;
+#if defined(__x86_64__)
+        if (vector_quantize) {  // GCC leaves the scalar loop unvectorised ("control flow in loop")
+          avx512_quantize_row(src + y * W, W, a.input_scale_inv, a.zero_point, row);
+          continue;
+        }
+#endif
+        for (int64_t x = 0; x < W; ++x) row[x] = quantize_int8(src[y * W + x], a.input_scale_inv, a.zero_point);
+      }
     }
   });
   for (int64_t ry = 0; ry < sh; ++ry) {
