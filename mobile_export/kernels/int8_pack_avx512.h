@@ -100,6 +100,27 @@ inline void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t
     }
     return;
   }
+  if (a.xq_channels) {
+    // Already quantized rows (a transposed conv's taps, stride 1), xq_row_stride apart: each block of 16
+    // pixels in plane order gathered from its row pieces by masked loads (each lane from its own row), so
+    // every block is one whole store (rows of 24 otherwise took a rotate and two masked stores per row).
+    const int64_t pixels = oh * ow;
+    for (int64_t p = 0; p < pixels; p += 16) {
+      const int cnt = int(pixels - p < 16 ? pixels - p : 16);
+      __m128i q[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128()};
+      int64_t y = p / ow, x = p - y * ow;
+      for (int lane = 0; lane < cnt; x = 0, ++y) {
+        const int n = int(cnt - lane < ow - x ? cnt - lane : ow - x);
+        const __mmask16 m = static_cast<__mmask16>(((1u << n) - 1) << lane);
+        for (int k = 0; k < 4; ++k)
+          if (live[k]) q[k] = _mm_mask_loadu_epi8(q[k], m, src8[k] + y * a.xq_row_stride + x - lane);
+        lane += n;
+      }
+      _mm512_mask_storeu_epi32(dst + (p >> 4) * tile_bytes + g * 64, static_cast<__mmask16>((1u << cnt) - 1),
+                               interleave4(q));
+    }
+    return;
+  }
   for (int64_t oy = 0; oy < oh; ++oy) {
     const int64_t in_row = oy * a.stride_h * a.in_w;
     for (int64_t ox = 0; ox < ow; ox += 16) {
