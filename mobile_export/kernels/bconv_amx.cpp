@@ -166,22 +166,14 @@ Plan make_plan(const ConvShape& s) {
   return p;
 }
 
-// One padded row of word plane w from the packed input (words_for(C) words a pixel): 64 sign bytes a
-// position (+1, or -1 where the bit is set; the padding bits of the last word give +1, which the weights'
-// zero bytes there cancel), zero bytes in the padding.
-void fill_row(const Plan& p, const uint64_t* packed, int64_t w, int64_t py, int8_t* planes) {
-  int8_t* dst = planes + (w * p.plane + py * p.Wp) * 64;
-  const int64_t iy = py - p.pad_h;
-  if (iy < 0 || iy >= p.H) {
-    std::memset(dst, 0, size_t(p.Wp * 64));
-    return;
-  }
-  const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
+// Input row iy of word plane w from the packed input (words_for(C) words a pixel): 64 sign bytes a position
+// (+1, or -1 where the bit is set; the padding bits of the last word give +1, which the weights' zero bytes
+// there cancel). The padding around it is zero_padding's.
+void fill_row(const Plan& p, const uint64_t* packed, int64_t w, int64_t iy, int8_t* planes) {
+  const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
   const uint64_t* src = packed + iy * p.W * p.cw + w;
-  for (int64_t x = 0; x < p.pad_w; ++x) _mm512_store_si512(dst + x * 64, zero);
-  int8_t* row = dst + p.pad_w * 64;
+  int8_t* row = planes + (w * p.plane + (iy + p.pad_h) * p.Wp + p.pad_w) * 64;
   for (int64_t x = 0; x < p.W; ++x) _mm512_store_si512(row + x * 64, _mm512_mask_blend_epi8(src[x * p.cw], plus, minus));
-  for (int64_t x = p.pad_w + p.W; x < p.Wp; ++x) _mm512_store_si512(dst + x * 64, zero);
 }
 
 // The zero padding of word plane w: the positions before the first row's pixels, the zero run after each
@@ -644,8 +636,11 @@ void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& arg
       });
     } else {
       const uint64_t* xp = args.x_packed + n * in_plane * p.cw;
-      run_parallel(parallel, p.cw * p.Hp, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) fill_row(p, xp, r / p.Hp, r % p.Hp, planes);
+      run_parallel(parallel, p.cw * p.H, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          if (r % p.H == 0) zero_padding(p, r / p.H, planes);
+          fill_row(p, xp, r / p.H, r % p.H, planes);
+        }
       });
     }
     Image im;
