@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from bidrn.nn.layers import BinaryConv2d, BinaryConvTranspose2d, BinaryLinear, BinaryLayer, RPReLU
 from bidrn.nn.quantizers import PiecewiseQuadraticSign, SteSign
 from mobile_export.deconv import PhasedConvTranspose2d, fold_into_phases, phase_transposed_convs
-from mobile_export.stems import space_to_depth_stems
+from mobile_export.stems import SpaceToDepthConv2d, space_to_depth_stems
 from mobile_export import ops
 
 # Activation quantizers whose forward is exactly eq. 1's sign (their backward differs, which export ignores).
@@ -403,6 +403,7 @@ class ConversionStats:
     subsampled_residuals: int = 0  # strided block-residual convs fed by bidrn::subsample (SubsampledPointwise)
     int8_pointwise_convs: int = 0  # 1 x 1 convs (block residuals, heads) run as bidrn::int8_pointwise
     int8_deconvs: int = 0  # phase-decomposed deconvs run as bidrn::int8_conv_transpose2d (Int8ConvTranspose)
+    int8_stems: int = 0  # stems (conv, BN, max pool) run as bidrn::int8_conv2d (Int8Stem)
     shared_shortcuts: int = 0  # block outputs written over their shortcut (share_shortcut_storage, at lowering)
     binary_weight_bytes: int = 0
 
@@ -510,8 +511,8 @@ class ExportReport:
                      f"over their shortcut; binary weights {s.get('binary_weight_bytes', 0) / 1e6:.2f} MB")
         if self.int8:
             lines.append(f"int8 1x1 convs as bidrn::int8_pointwise: {s.get('int8_pointwise_convs', 0)}; deconvs as "
-                         f"bidrn::int8_conv_transpose2d: {s.get('int8_deconvs', 0)} (the rest of the int8 convs and "
-                         f"linears on XNNPACK)")
+                         f"bidrn::int8_conv_transpose2d: {s.get('int8_deconvs', 0)}; stems as bidrn::int8_conv2d: "
+                         f"{s.get('int8_stems', 0)} (the rest of the int8 convs and linears on XNNPACK)")
         if self.ops_outside_xnnpack:
             lines.append("outside XNNPACK: " + ", ".join(f"{k} x{v}" for k, v in
                                                          sorted(self.ops_outside_xnnpack.items())))
@@ -1047,6 +1048,74 @@ class Int8ConvTranspose(_Int8Calibrated):
         del self.phased
 
 
+def plain_conv_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, nn.Conv2d]:
+    """(weight O x C x kh x kw, bias, the geometry's Conv2d) of a plain ``Conv2d`` or of the
+    :class:`~mobile_export.stems.SpaceToDepthConv2d` made from one (its phase weights folded back)."""
+    if isinstance(conv, SpaceToDepthConv2d):
+        inner = conv.conv
+        o, c4, th, tw = inner.weight.shape
+        c = c4 // 4
+        w = inner.weight.detach().view(o, 2, 2, c, th, tw).permute(0, 3, 4, 1, 5, 2).reshape(o, c, 2 * th, 2 * tw)
+        geometry = nn.Conv2d(c, o, (conv.kh, conv.kw), stride=2, padding=(conv.ph, conv.pw), bias=False)
+        return w[:, :, :conv.kh, :conv.kw].contiguous(), inner.bias, geometry
+    return conv.weight.detach(), conv.bias, conv
+
+
+def _stem_parts(seq: nn.Module) -> tuple[nn.Module, nn.Module, bool, nn.MaxPool2d] | None:
+    """(conv, BN, relu, max pool) when ``seq`` is a ResNet stem bidrn::int8_conv2d can run: an
+    ``nn.Sequential`` of a plain conv (or its SpaceToDepthConv2d), an eval BN, an Identity or ReLU and a max
+    pool without dilation, ceil mode or indices. Other stems (a baseline's own activation) stay with XNNPACK."""
+    if type(seq) is not nn.Sequential or len(seq) != 4:
+        return None
+    conv, bn, act, pool = seq
+    plain = isinstance(conv, SpaceToDepthConv2d) or (
+        type(conv) is nn.Conv2d and conv.groups == 1 and tuple(conv.dilation) == (1, 1)
+        and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+    pool_ok = (type(pool) is nn.MaxPool2d and not pool.ceil_mode and not pool.return_indices
+               and pool.dilation in (1, (1, 1)))
+    if not plain or not _is_bn(bn) or bn.training or type(act) not in (nn.Identity, nn.ReLU) or not pool_ok:
+        return None
+    return conv, bn, type(act) is nn.ReLU, pool
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class Int8Stem(_Int8Calibrated):
+    """A ResNet stem (7 x 7 / 2 conv, BN, optional ReLU, 3 x 3 / 2 max pool) as ``bidrn::int8_conv2d`` under
+    ``--int8``: quantized as :class:`Int8Pointwise` (the conv with its BN folded, int8 per-tensor input and
+    per-channel weights), the max pool over the float output inside the op. In place of XNNPACK's pad,
+    space-to-depth transposes, quantize, NHWC transpose, int8 IGEMM, int8 max pool, dequantize and NCHW
+    transpose. Until :meth:`freeze` the module runs the float conv + BN (+ ReLU) + pool and observes its
+    input."""
+
+    def __init__(self, conv: nn.Module, bn: nn.BatchNorm2d, relu: bool, pool: nn.MaxPool2d):
+        super().__init__()
+        from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+        w, b, geometry = plain_conv_weight(conv)
+        w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        self._setup(w.detach().flatten(1), b.detach())
+        self.kernel_size = tuple(w.shape[2:])
+        self.stride, self.padding = _pair(geometry.stride), _pair(geometry.padding)
+        self.relu = bool(relu)
+        self.pool_kernel, self.pool_stride = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size)
+        self.pool_padding = _pair(pool.padding)
+
+    def forward(self, x):
+        if not self.frozen:
+            self._observer(x.detach())
+            w = self.weight_float.view(self.bias.shape[0], x.shape[1], *self.kernel_size)
+            z = F.conv2d(x, w, self.bias, self.stride, self.padding)
+            z = F.relu(z) if self.relu else z
+            return F.max_pool2d(z, self.pool_kernel, self.pool_stride, self.pool_padding)
+        return torch.ops.bidrn.int8_conv2d(x, self.weight, self.weight_sum, self.scale, self.bias,
+                                           self.input_scale_inv, self.input_zero_point, list(self.kernel_size),
+                                           list(self.stride), list(self.padding), self.relu, list(self.pool_kernel),
+                                           list(self.pool_stride), list(self.pool_padding))
+
+
 # Kernels of bidrn::int8_pointwise that measured at least as fast as XNNPACK's int8 GEMM plus the layout
 # changes it saves (docs/kernels.md, "int8 pointwise"); NEON's sdot and widening kernels are the same blocks as
 # XNNPACK's, untimed on a phone. On x86 without AMX or AVX-512 VNNI the op's AVX2 kernel is slower than
@@ -1071,13 +1140,32 @@ def _pointwise_conv(m: nn.Module) -> tuple[nn.Conv2d, tuple[int, int] | None] | 
     return conv, stride
 
 
-def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor]) -> tuple[int, int]:
+def count_int8_stems(model: nn.Module) -> int:
+    """How many stems of ``model`` run as ``bidrn::int8_conv2d`` (:class:`Int8Stem`)."""
+    return sum(isinstance(m, Int8Stem) for m in model.modules())
+
+
+# Kernels of bidrn::int8_conv2d that measured faster on the stems than XNNPACK's int8 convs with the layout
+# changes and the max pool around them (docs/kernels.md, "int8 stems"). Elsewhere the stems stay with XNNPACK.
+FAST_INT8_STEM = ("amx",)
+
+
+def int8_stem_is_fast() -> bool:
+    """Whether this machine's kernel for the int8 GEMM of ``bidrn::int8_conv2d`` is one of
+    :data:`FAST_INT8_STEM`: then the int8 export runs the stems as that op."""
+    from mobile_export import kernel_library
+
+    return kernel_library.int8_pointwise_kernel() in FAST_INT8_STEM
+
+
+def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor], stems: bool = False) -> tuple[int, int]:
     """Every full-precision 1 x 1 conv of the network becomes a calibrated :class:`Int8Pointwise`, with a BN
     (eval) and a ReLU that follow it in an ``nn.Sequential`` folded in: the block residuals of eq. 11 (each
     fused BiDRN block's Sequential(conv, BN)), the heads' Sequential(conv, BN, ReLU) and their bare 1 x 1
     convs (joint heatmaps, BoxNet's centre map). Every phase-decomposed transposed conv (BoxNet's deconv3)
-    becomes an :class:`Int8ConvTranspose`. Returns how many of each. The calibration images run through the
-    float model once. The SMPL-X layer (FLOAT_MODULES) has no convs; the stems stay with XNNPACK."""
+    becomes an :class:`Int8ConvTranspose`. With ``stems``, every ResNet stem (conv, BN, Identity or ReLU,
+    max pool: :func:`_stem_parts`) becomes an :class:`Int8Stem` (:func:`count_int8_stems` counts them); else the stems stay with XNNPACK. Returns how many 1 x 1 convs and deconvs.
+    The calibration images run through the float model once. The SMPL-X layer (FLOAT_MODULES) has no convs."""
     found: list[tuple[nn.Module, str, nn.Module, list[str]]] = []  # parent, child name, module, to blank
     for parent in model.modules():
         if isinstance(parent, (SubsampledPointwise, _Int8Calibrated, PhasedConvTranspose2d)) \
@@ -1085,6 +1173,10 @@ def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor]) -> 
             continue
         children = list(parent.named_children())
         for i, (name, child) in enumerate(children):
+            parts = _stem_parts(child) if stems else None
+            if parts is not None:
+                found.append((parent, name, Int8Stem(*parts), []))
+                continue
             if isinstance(child, PhasedConvTranspose2d) and type(child.activation) in (type(None), nn.ReLU):
                 found.append((parent, name, Int8ConvTranspose(child), []))
                 continue
@@ -1111,7 +1203,8 @@ def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor]) -> 
         for _, _, module, _ in found:
             module.freeze()
     deconvs = sum(isinstance(m, Int8ConvTranspose) for _, _, m, _ in found)
-    return len(found) - deconvs, deconvs
+    stem_count = sum(isinstance(m, Int8Stem) for _, _, m, _ in found)
+    return len(found) - deconvs - stem_count, deconvs
 
 
 def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
@@ -1171,8 +1264,10 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     if int8 and int8_pointwise is None:
         int8_pointwise = int8_pointwise_is_fast()
     if int8 and int8_pointwise:
-        log("int8: 1 x 1 convs as bidrn::int8_pointwise, phased deconvs as bidrn::int8_conv_transpose2d")
-        stats.int8_pointwise_convs, stats.int8_deconvs = quantize_own_int8_ops(model, calib)
+        log("int8: 1 x 1 convs as bidrn::int8_pointwise, phased deconvs as bidrn::int8_conv_transpose2d"
+            + (", stems as bidrn::int8_conv2d" if int8_stem_is_fast() else ""))
+        stats.int8_pointwise_convs, stats.int8_deconvs = quantize_own_int8_ops(model, calib, stems=int8_stem_is_fast())
+        stats.int8_stems = count_int8_stems(model)
     program = _export_program(model, x, cfg.name, log)
     if int8:
         log("int8: PT2E calibration")
@@ -1205,7 +1300,7 @@ def _reference_size(cfg, path: Path, body_model, log) -> dict:
 # ---------------------------------------------------------------- running
 
 _OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align", "subsample",
-            "int8_pointwise", "int8_conv_transpose2d")
+            "int8_pointwise", "int8_conv_transpose2d", "int8_conv2d")
 
 
 def check_ops_version(path: str | Path) -> None:

@@ -118,6 +118,10 @@ def load() -> ctypes.CDLL:
             int8_args = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
                 ctypes.c_float, ctypes.c_int32, ctypes.c_int, ctypes.c_void_p]
             lib.bidrn_int8_pointwise.argtypes = lib.bidrn_int8_conv_transpose2d.argtypes = int8_args
+            lib.bidrn_int8_conv2d.restype = ctypes.c_char_p
+            # shape16, x, weight, weight_sum, scale, bias, input_scale_inv, zero_point, out
+            lib.bidrn_int8_conv2d.argtypes = [ctypes.POINTER(ctypes.c_int64)] + [ctypes.c_void_p] * 5 + [
+                ctypes.c_float, ctypes.c_int32, ctypes.c_void_p]
             _handle = lib
     return _handle
 

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 # other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
 # loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
 # 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`. A new op (bidrn::subsample,
-# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d) changes no existing schema and needs no new number: an older library refuses such a
+# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d, bidrn::int8_conv2d) changes no existing schema and needs no new number: an older library refuses such a
 # program at load (missing operator).
 OPS_VERSION = 3
 
@@ -430,6 +430,41 @@ def int8_conv_transpose2d_fake(x, weight, weight_sum, scale, bias, input_scale_i
     return x.new_empty((x.shape[0], scale.shape[0], x.shape[2] * stride[0], x.shape[3] * stride[1]))
 
 
+def int8_conv2d_reference(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, kernel_size,
+                          stride, padding, relu=False, pool_kernel=(1, 1), pool_stride=(1, 1), pool_padding=(0, 0)):
+    """``bidrn::int8_conv2d``: an int8 conv (any kernel, stride and zero padding) with the float epilogue of
+    :func:`int8_pointwise_reference`, then a max pool (the ResNet stems' 7 x 7 / 2 conv + BN + 3 x 3 / 2
+    max pool as one op under ``--int8``, export.Int8Stem):
+
+        q         = quantize_int8_reference(x), the zero point in the conv's zero padding
+        acc[o, .] = conv2d(q - zero_point, W)[o, .]                            (exact integers)
+        z         = float(acc) * scale[o] + bias[o], then z > 0 ? z : 0 with relu
+        y         = max_pool2d(z, pool_kernel, pool_stride, pool_padding)   (z itself for a 1 x 1 / 1 pool)
+
+    where W (O x C x kh x kw) is ``weight`` (O x C kh kw, a Conv2d weight's order) and ``weight_sum`` its rows'
+    sums (the kernels' zero-point correction, exact when it is the true sum, as the export stores it).
+    C++: mobile_export/kernels/int8_pointwise.h (of a +0 and a -0 tying for a pool window's maximum, the
+    kernels may return either)."""
+    q = quantize_int8_reference(x, input_scale_inv, input_zero_point).double() - input_zero_point
+    w = weight.double().view(weight.shape[0], x.shape[1], *kernel_size)
+    # float64 sums of int8 products are exact (|acc| < 2^31 << 2^53)
+    acc = F.conv2d(q, w, stride=tuple(stride), padding=tuple(padding)).to(torch.int32)
+    z = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    if relu:
+        z = torch.where(z > 0, z, 0.0)
+    if tuple(pool_kernel) == (1, 1) and tuple(pool_stride) == (1, 1):
+        return z
+    return F.max_pool2d(z, tuple(pool_kernel), tuple(pool_stride), tuple(pool_padding))
+
+
+def int8_conv2d_fake(x, weight, weight_sum, scale, bias, input_scale_inv, input_zero_point, kernel_size, stride,
+                     padding, relu=False, pool_kernel=(1, 1), pool_stride=(1, 1), pool_padding=(0, 0)):
+    size = [(x.shape[2 + i] + 2 * padding[i] - kernel_size[i]) // stride[i] + 1 for i in range(2)]
+    if tuple(pool_kernel) != (1, 1) or tuple(pool_stride) != (1, 1):
+        size = [(size[i] + 2 * pool_padding[i] - pool_kernel[i]) // pool_stride[i] + 1 for i in range(2)]
+    return x.new_empty((x.shape[0], weight.shape[0], *size))
+
+
 # ---------------------------------------------------------------- registration
 
 _LAYER_ARGS = "Tensor x, Tensor weight, Tensor scale, Tensor bias, Tensor? rprelu"
@@ -451,6 +486,9 @@ SCHEMAS = {
     "int8_conv_transpose2d": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, "
                              "float input_scale_inv, int input_zero_point, int[2] kernel_size, int[2] stride, "
                              "int[2] padding, bool relu=False",
+    "int8_conv2d": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, float input_scale_inv, "
+                   "int input_zero_point, int[2] kernel_size, int[2] stride, int[2] padding, bool relu=False, "
+                   "int[2] pool_kernel=[1, 1], int[2] pool_stride=[1, 1], int[2] pool_padding=[0, 0]",
 }
 _KERNELS = {
     "binary_conv2d": (binary_conv2d_reference, binary_conv2d_fake),
@@ -461,6 +499,7 @@ _KERNELS = {
     "subsample": (subsample_reference, subsample_fake),
     "int8_pointwise": (int8_pointwise_reference, int8_pointwise_fake),
     "int8_conv_transpose2d": (int8_conv_transpose2d_reference, int8_conv_transpose2d_fake),
+    "int8_conv2d": (int8_conv2d_reference, int8_conv2d_fake),
 }
 
 _LIB = torch.library.Library("bidrn", "DEF")

@@ -1,6 +1,7 @@
 """The --int8 export (mobile_export/export.py): every full-precision conv (phase convs of the decomposed deconv
-included) and linear of bidrn-tiny runs as an XNNPACK int8 op, except the block residuals' 1 x 1 convs, which
-run as bidrn::int8_pointwise; the bidrn:: ops stay 1-bit, and the outputs stay within int8's error of eager
+included) and linear of bidrn-tiny runs as an XNNPACK int8 op, except the 1 x 1 convs, which run as
+bidrn::int8_pointwise, BoxNet's deconv (bidrn::int8_conv_transpose2d) and, on the tile unit, the stems
+(bidrn::int8_conv2d); the bidrn:: ops stay 1-bit, and the outputs stay within int8's error of eager
 without costing accuracy. Tolerances: docs/export.md ("int8")."""
 from __future__ import annotations
 
@@ -63,7 +64,11 @@ def test_every_full_precision_conv_and_linear_runs_as_an_xnnpack_int8_op(int8_ex
     assert report.stats["int8_pointwise_convs"] == report.ops_outside_xnnpack["int8_pointwise"] == 18
     # BoxNet's deconv3 (4 phase convs, BN and ReLU folded) runs as one bidrn::int8_conv_transpose2d.
     assert report.stats["int8_deconvs"] == report.ops_outside_xnnpack["int8_conv_transpose2d"] == 1
-    layers -= 18 + 4
+    # Where bidrn::int8_conv2d measured faster (export.FAST_INT8_STEM: the tile unit), the 3 stems (conv, BN,
+    # max pool) run as that op (Int8Stem); elsewhere as XNNPACK int8 convs.
+    stems = 3 if export.int8_stem_is_fast() else 0
+    assert report.stats["int8_stems"] == report.ops_outside_xnnpack.get("int8_conv2d", 0) == stems
+    layers -= 18 + 4 + stems
     # An encoder run one image at a time (ImageAtATime, off by default) runs its layers once per image.
     runs = layers + sum(count(m) for m in converted.modules() if isinstance(m, export.ImageAtATime))
     events = etdump_event_names(report.path, export.example_image(model.cfg))

@@ -55,8 +55,8 @@ def test_neon_paths_are_bit_exact_and_dotprod_is_dispatched_on_a_cpu_that_has_it
     out = run_under_qemu(selftest, "max", "neon_dotprod", cases=60)
     for path in ("neon_dotprod", "neon", "scalar"):
         assert f"{path}: bit-exact" in out
-        # bidrn::int8_pointwise and bidrn::int8_conv_transpose2d checked too
-        assert re.search(f"{path}: .*int8 pointwise 0 of [1-9].*int8 deconv 0 of [1-9]", out)
+        # bidrn::int8_pointwise, bidrn::int8_conv_transpose2d and bidrn::int8_conv2d checked too
+        assert re.search(f"{path}: .*int8 pointwise 0 of [1-9].*int8 deconv 0 of [1-9].*int8 conv 0 of [1-9]", out)
 
 
 def test_dispatch_falls_back_to_plain_neon_on_a_cortex_a53(selftest):

@@ -434,6 +434,34 @@ void avx512_quantize_row(const float* src, int64_t n, float input_scale_inv, int
   }
 }
 
+void avx512_max_pool_row_3s2(const float* m, int64_t w, int64_t pw, float* out) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512 none = _mm512_set1_ps(-INFINITY);
+  // 32 floats from column c on, -inf outside [0, w).
+  const auto load32 = [&](int64_t c, __m512& lo, __m512& hi) {
+    const auto mask = [&](int64_t at) -> __mmask16 {
+      uint32_t bits = 0xFFFF;
+      if (at < 0) bits &= 0xFFFFu << (-at < 16 ? -at : 16);
+      if (at + 16 > w) bits &= w - at <= 0 ? 0u : (1u << (w - at)) - 1;
+      return static_cast<__mmask16>(bits);
+    };
+    const __mmask16 m0 = mask(c), m1 = mask(c + 16);
+    lo = _mm512_mask_loadu_ps(none, m0, m0 ? m + c : m);
+    hi = _mm512_mask_loadu_ps(none, m1, m1 ? m + c + 16 : m);
+  };
+  for (int64_t j = 0; j < pw; j += 16) {
+    __m512 a, b, c, d;
+    load32(2 * j, a, b);      // columns 2j .. 2j + 31
+    load32(2 * j - 1, c, d);  // columns 2j - 1 ..
+    const __m512 centre = _mm512_permutex2var_ps(a, even, b), right = _mm512_permutex2var_ps(a, odd, b);
+    const __m512 left = _mm512_permutex2var_ps(c, even, d);
+    const __m512 y = _mm512_max_ps(_mm512_max_ps(left, centre), right);
+    const int64_t n = pw - j < 16 ? pw - j : 16;
+    _mm512_mask_storeu_ps(out + j, static_cast<__mmask16>((1u << n) - 1), y);
+  }
+}
+
 const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount, avx512_branch_tile, nullptr, nullptr,
                                 generic_int8_rows};
 

@@ -110,6 +110,9 @@ bool vnni_available();
 void vnni_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
 // quantize_int8 of n floats into dst, 16 lanes at a time (bconv_avx512.cpp; the `avx512` and `amx` paths).
 void avx512_quantize_row(const float* src, int64_t n, float input_scale_inv, int32_t zero_point, int8_t* dst);
+// One row of a 3-wide, stride-2, padding-1 max pool: out[j] = max(m[2j - 1], m[2j], m[2j + 1]) over the
+// columns inside [0, w), j < pw (bconv_avx512.cpp; int8_conv2d's pool on the `avx512` and `amx` paths).
+void avx512_max_pool_row_3s2(const float* m, int64_t w, int64_t pw, float* out);
 #endif
 
 #if defined(__x86_64__) && defined(BIDRN_AMX)

@@ -381,6 +381,64 @@ Tensor& int8_conv_transpose2d_out(KernelRuntimeContext& ctx, const Tensor& x, co
   return out;
 }
 
+// int8 conv + max pool (int8_pointwise.h, int8_conv2d: the stems): x float32 N x C x H x W, weight int8
+// O x (C kh kw), weight_sum int32 O, scale and bias float32 O.
+Tensor& int8_conv2d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& weight, const Tensor& weight_sum,
+                        const Tensor& scale, const Tensor& bias, double input_scale_inv, int64_t input_zero_point,
+                        ArrayRef<int64_t> kernel_size, ArrayRef<int64_t> stride, ArrayRef<int64_t> padding, bool relu,
+                        ArrayRef<int64_t> pool_kernel, ArrayRef<int64_t> pool_stride, ArrayRef<int64_t> pool_padding,
+                        Tensor& out) {
+  ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float && x.dim() == 4, InvalidArgument, out,
+                      "x must be float32 N x C x H x W");
+  ET_KERNEL_CHECK_MSG(ctx, kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
+                               pool_kernel.size() == 2 && pool_stride.size() == 2 && pool_padding.size() == 2,
+                      InvalidArgument, out, "kernel_size, stride, padding and the pool's three must have two values each");
+  Int8ConvArgs a;
+  a.x = x.const_data_ptr<float>();
+  a.batch = x.size(0), a.in_channels = x.size(1), a.in_h = x.size(2), a.in_w = x.size(3);
+  a.kernel_h = kernel_size[0], a.kernel_w = kernel_size[1], a.stride_h = stride[0], a.stride_w = stride[1];
+  a.pad_h = padding[0], a.pad_w = padding[1];
+  a.pool_h = pool_kernel[0], a.pool_w = pool_kernel[1], a.pool_stride_h = pool_stride[0];
+  a.pool_stride_w = pool_stride[1], a.pool_pad_h = pool_padding[0], a.pool_pad_w = pool_padding[1];
+  const int64_t O = weight.dim() == 2 ? weight.size(0) : 0;
+  ET_KERNEL_CHECK_MSG(ctx, weight.scalar_type() == ScalarType::Char && weight.dim() == 2 &&
+                               weight.size(1) == a.in_channels * a.kernel_h * a.kernel_w &&
+                               weight_sum.scalar_type() == ScalarType::Int && weight_sum.numel() == O &&
+                               scale.scalar_type() == ScalarType::Float && scale.numel() == O &&
+                               bias.scalar_type() == ScalarType::Float && bias.numel() == O,
+                      InvalidArgument, out,
+                      "weight must be int8 out_channels x (C kh kw = %lld), weight_sum int32, scale and bias "
+                      "float32, one value per output channel", static_cast<long long>(a.in_channels * a.kernel_h * a.kernel_w));
+  a.out_channels = O;
+  a.weight = weight.const_data_ptr<int8_t>(), a.weight_sum = weight_sum.const_data_ptr<int32_t>();
+  a.scale = scale.const_data_ptr<float>(), a.bias = bias.const_data_ptr<float>();
+  const char* err = check_quantization(input_zero_point, input_scale_inv);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
+  a.input_scale_inv = static_cast<float>(input_scale_inv), a.zero_point = static_cast<int32_t>(input_zero_point);
+  a.relu = relu;
+  err = check_conv(a);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s", err ? err : "");
+  int64_t oh = conv_out_size(a.in_h, a.kernel_h, a.stride_h, a.pad_h);
+  int64_t ow = conv_out_size(a.in_w, a.kernel_w, a.stride_w, a.pad_w);
+  if (a.pool_h > 1 || a.pool_w > 1 || a.pool_stride_h > 1 || a.pool_stride_w > 1) {
+    oh = conv_out_size(oh, a.pool_h, a.pool_stride_h, a.pool_pad_h);
+    ow = conv_out_size(ow, a.pool_w, a.pool_stride_w, a.pool_pad_w);
+  }
+  ET_KERNEL_CHECK_MSG(ctx, resize(out, {a.batch, O, oh, ow}) && out.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "out must be float32 N x out_channels x pooled height x pooled width");
+  a.out = out.mutable_data_ptr<float>();
+  char name[128];
+  std::snprintf(name, sizeof(name), "bidrn::int8_conv2d %lldx%lld/%lld %lld->%lld %lldx%lld%s +maxpool %lldx%lld/%lld",
+                static_cast<long long>(a.kernel_h), static_cast<long long>(a.kernel_w),
+                static_cast<long long>(a.stride_h), static_cast<long long>(a.in_channels), static_cast<long long>(O),
+                static_cast<long long>(a.in_h), static_cast<long long>(a.in_w), relu ? " +relu" : "",
+                static_cast<long long>(a.pool_h), static_cast<long long>(a.pool_w),
+                static_cast<long long>(a.pool_stride_h));
+  executorch::runtime::internal::EventTracerProfileOpScope scope(ctx.internal_event_tracer(), name);
+  int8_conv2d(a, et_parallel);
+  return out;
+}
+
 }  // namespace
 }  // namespace bidrn
 
@@ -394,3 +452,4 @@ EXECUTORCH_LIBRARY(bidrn, "pack_signs.out", bidrn::pack_signs_out);
 EXECUTORCH_LIBRARY(bidrn, "subsample.out", bidrn::subsample_out);
 EXECUTORCH_LIBRARY(bidrn, "int8_pointwise.out", bidrn::int8_pointwise_out);
 EXECUTORCH_LIBRARY(bidrn, "int8_conv_transpose2d.out", bidrn::int8_conv_transpose2d_out);
+EXECUTORCH_LIBRARY(bidrn, "int8_conv2d.out", bidrn::int8_conv2d_out);

@@ -100,6 +100,50 @@ inline void quantize_group(const PointwiseArgs& a, int64_t n, int64_t g, int64_t
     }
     return;
   }
+  if (a.xq_channels && a.xq_pixel_stride == 4 && live[3] && src8[1] == src8[0] + 1 && src8[2] == src8[0] + 2 &&
+      src8[3] == src8[0] + 3) {
+    // Interleaved phases (int8_conv2d): the group's 4 channels are a pixel's 4 consecutive bytes, so 16
+    // pixels of one row are one 64-byte load in the tile's order.
+    const int64_t pixels = oh * ow, row_stride = a.xq_row_stride;
+    const int8_t* base = src8[0];
+    int8_t* block = dst + g * 64;
+    int64_t y = 0, x = 0;  // of pixel p
+    for (int64_t p = 0; p < pixels; p += 16, block += tile_bytes) {
+      const int cnt = int(pixels - p < 16 ? pixels - p : 16);
+      if (cnt == 16 && ow - x >= 16) {  // within one row
+        _mm512_storeu_si512(block, _mm512_loadu_si512(base + y * row_stride + x * 4));
+        if ((x += 16) == ow) x = 0, ++y;
+        continue;
+      }
+      __m512i v = _mm512_setzero_si512();
+      for (int lane = 0; lane < cnt;) {
+        const int n = int(cnt - lane < ow - x ? cnt - lane : ow - x);
+        const __mmask16 m = static_cast<__mmask16>(((1u << n) - 1) << lane);
+        v = _mm512_mask_loadu_epi32(v, m, base + y * row_stride + (x - lane) * 4);
+        lane += n;
+        if ((x += n) == ow) x = 0, ++y;
+      }
+      _mm512_mask_storeu_epi32(block, static_cast<__mmask16>((1u << cnt) - 1), v);
+    }
+    return;
+  }
+  if (a.xq_channels && a.xq_pixel_stride != 1) {  // other strides: byte by byte
+    const int64_t pixels = oh * ow;
+    for (int64_t p = 0; p < pixels; p += 16) {
+      const int cnt = int(pixels - p < 16 ? pixels - p : 16);
+      alignas(16) int8_t b[4][16] = {};
+      for (int l = 0; l < cnt; ++l) {
+        const int64_t y = (p + l) / ow, x = (p + l) - y * ow;
+        for (int k = 0; k < 4; ++k)
+          if (live[k]) b[k][l] = src8[k][y * a.xq_row_stride + x * a.xq_pixel_stride];
+      }
+      __m128i q[4];
+      for (int k = 0; k < 4; ++k) q[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(b[k]));
+      _mm512_mask_storeu_epi32(dst + (p >> 4) * tile_bytes + g * 64, static_cast<__mmask16>((1u << cnt) - 1),
+                               interleave4(q));
+    }
+    return;
+  }
   if (a.xq_channels) {
     // Already quantized rows (a transposed conv's taps, stride 1), xq_row_stride apart: each block of 16
     // pixels in plane order gathered from its row pieces by masked loads (each lane from its own row), so

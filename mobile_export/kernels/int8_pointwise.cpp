@@ -57,7 +57,8 @@ void generic_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
       for (int64_t c = 0; c < C; ++c) {
         if (a.xq_channels) {  // already quantized (stride 1)
           const int8_t* rows = a.xq_channels[c] + n * a.xq_image_stride;
-          for (int64_t r = r0; r < std::min(r1, pixels); ++r) dst[r * kp + c] = rows[(r / ow) * a.xq_row_stride + r % ow];
+          for (int64_t r = r0; r < std::min(r1, pixels); ++r)
+            dst[r * kp + c] = rows[(r / ow) * a.xq_row_stride + (r % ow) * a.xq_pixel_stride];
           continue;
         }
         const float* plane = a.x + (n * C + c) * a.in_h * a.in_w;
@@ -213,6 +214,197 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
   }
 }
 
+// ---------------------------------------------------------------- int8_conv2d
+
+const char* check_conv(const Int8ConvArgs& a) {
+  if (a.batch < 0 || a.in_channels < 1 || a.out_channels < 1 || a.in_h < 1 || a.in_w < 1)
+    return "batch must be >= 0 and channels and input size >= 1";
+  if (a.kernel_h < 1 || a.kernel_w < 1 || a.kernel_h > 64 || a.kernel_w > 64 || a.stride_h < 1 || a.stride_w < 1 ||
+      a.stride_h > 16 || a.stride_w > 16 || a.pad_h < 0 || a.pad_w < 0)
+    return "kernel must be 1 to 64, stride 1 to 16 and padding >= 0 in both dimensions";
+  const int64_t oh = conv_out_size(a.in_h, a.kernel_h, a.stride_h, a.pad_h);
+  const int64_t ow = conv_out_size(a.in_w, a.kernel_w, a.stride_w, a.pad_w);
+  if (a.in_h + 2 * a.pad_h < a.kernel_h || a.in_w + 2 * a.pad_w < a.kernel_w)
+    return "the zero-padded input must be at least the kernel's size";
+  if (a.pool_h < 1 || a.pool_w < 1 || a.pool_stride_h < 1 || a.pool_stride_w < 1 || a.pool_pad_h < 0 ||
+      a.pool_pad_w < 0 || 2 * a.pool_pad_h > a.pool_h || 2 * a.pool_pad_w > a.pool_w)
+    return "pool kernel and stride must be >= 1 and pool padding at most half the pool kernel (as PyTorch's)";
+  if (oh + 2 * a.pool_pad_h < a.pool_h || ow + 2 * a.pool_pad_w < a.pool_w)
+    return "the conv output (with the pool's padding) must be at least the pool kernel's size";
+  const int64_t th = (a.kernel_h + a.stride_h - 1) / a.stride_h, tw = (a.kernel_w + a.stride_w - 1) / a.stride_w;
+  if (th * tw * a.stride_h * a.stride_w * a.in_channels > 65536)
+    return "at most 65536 input channels x kernel taps (int32 accumulators)";
+  return check_quantization(a.zero_point, a.input_scale_inv);
+}
+
+namespace {
+struct ConvScratch {
+  std::vector<int8_t> xq, w, row;
+  std::vector<const int8_t*> channels;
+  std::vector<float> band;
+};
+
+ConvScratch& conv_scratch() {
+  static thread_local ConvScratch s;
+  return s;
+}
+
+constexpr int64_t kPoolBandBytes = int64_t(1) << 20;  // conv output of one band of pooled rows (L2-resident)
+
+// Max pool of one channel's band of conv rows [r_lo, r_lo + rows) (z, ow wide) into pooled rows [i0, i1) of
+// `out` (pw wide): the window's rows first, then its columns. (Of a +0 and a -0 that tie for the maximum,
+// either may come out; PyTorch keeps the first in row-major order.)
+void pool_band(const Int8ConvArgs& a, const float* z, int64_t r_lo, int64_t rows, int64_t ow, int64_t i0, int64_t i1,
+               int64_t pw, float* out, float* m) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t y0 = std::max<int64_t>(0, i * a.pool_stride_h - a.pool_pad_h) - r_lo;
+    const int64_t y1 = std::min<int64_t>(r_lo + rows, i * a.pool_stride_h - a.pool_pad_h + a.pool_h) - r_lo;
+    const float* first = z + y0 * ow;
+    if (y1 - y0 == 1) {
+      std::memcpy(m, first, size_t(ow) * sizeof(float));
+    } else {
+      const float* second = first + ow;
+      for (int64_t x = 0; x < ow; ++x) m[x] = second[x] > first[x] ? second[x] : first[x];
+    }
+    for (int64_t y = y0 + 2; y < y1; ++y) {
+      const float* r = z + y * ow;
+      for (int64_t x = 0; x < ow; ++x) m[x] = r[x] > m[x] ? r[x] : m[x];
+    }
+    float* o = out + i * pw;
+#if defined(__x86_64__)
+    if (a.pool_w == 3 && a.pool_stride_w == 2 && a.pool_pad_w == 1 &&
+        (active_path() == Path::kAvx512 || active_path() == Path::kAmx)) {
+      avx512_max_pool_row_3s2(m, ow, pw, o);
+      continue;
+    }
+#endif
+    for (int64_t j = 0; j < pw; ++j) {
+      const int64_t x0 = std::max<int64_t>(0, j * a.pool_stride_w - a.pool_pad_w);
+      const int64_t x1 = std::min<int64_t>(ow, j * a.pool_stride_w - a.pool_pad_w + a.pool_w);
+      float v = m[x0];
+      for (int64_t x = x0 + 1; x < x1; ++x) v = m[x] > v ? m[x] : v;
+      o[j] = v;
+    }
+  }
+}
+}  // namespace
+
+void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
+  if (a.batch == 0) return;
+  const int64_t N = a.batch, C = a.in_channels, H = a.in_h, W = a.in_w, O = a.out_channels;
+  const int64_t kh = a.kernel_h, kw = a.kernel_w, sh = a.stride_h, sw = a.stride_w;
+  const int64_t oh = conv_out_size(H, kh, sh, a.pad_h), ow = conv_out_size(W, kw, sw, a.pad_w);
+  const int64_t th = (kh + sh - 1) / sh, tw = (kw + sw - 1) / sw, S = sh * sw;
+  const int64_t Hq = oh + th - 1, Wq = ow + tw - 1, K = th * tw * S * C;
+  ConvScratch& sc = conv_scratch();
+  // The weight rows in the GEMM's channel order: tap (u, v), channel c, phase (p, q) at ((u tw + v) C + c)
+  // S + p s_w + q is kernel element (s_h u + p, s_w v + q) of channel c, zero past the kernel. The rows'
+  // sums are the kernel's (zeros added).
+  sc.w.assign(size_t(O * K), 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const int64_t k = (((ky / sh) * tw + kx / sw) * C + c) * S + (ky % sh) * sw + kx % sw;
+          sc.w[size_t(o * K + k)] = a.weight[((o * C + c) * kh + ky) * kw + kx];
+        }
+  // The quantized input as interleaved phases: [n][c][y < Hq][x < Wq][phase (p, q)] holds
+  // q_pad[c, s_h y + p, s_w x + q] (the zero point outside the image). Each input row is quantized once,
+  // then its columns spread over their phases. A GEMM channel's rows are Wq S bytes apart, its pixels S.
+  const int64_t plane = Hq * Wq * S, image = C * plane;
+  if (sc.xq.size() < size_t(N * image)) sc.xq.resize(size_t(N * image));
+  int8_t* xq = sc.xq.data();
+  const int64_t padded_w = std::max(W + 2 * a.pad_w, sw * Wq);
+  const int8_t zp = static_cast<int8_t>(a.zero_point);
+#if defined(__x86_64__)
+  const bool vector_quantize = active_path() == Path::kAvx512 || active_path() == Path::kAmx;
+#endif
+  run_parallel(parallel, N * C, [&](int64_t i0, int64_t i1) {
+    std::vector<int8_t> row(static_cast<size_t>(padded_w));
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* src = a.x + i * H * W;
+      int8_t* dst = xq + i * plane;
+      for (int64_t y = 0; y < Hq; ++y)
+        for (int64_t p = 0; p < sh; ++p) {
+          const int64_t iy = sh * y + p - a.pad_h;
+          int8_t* out = dst + y * Wq * S + p * sw;
+          if (iy < 0 || iy >= H) {
+            for (int64_t x = 0; x < Wq; ++x)
+              for (int64_t q = 0; q < sw; ++q) out[x * S + q] = zp;
+            continue;
+          }
+          std::memset(row.data(), zp, size_t(padded_w));
+#if defined(__x86_64__)
+          if (vector_quantize) {
+            avx512_quantize_row(src + iy * W, W, a.input_scale_inv, a.zero_point, row.data() + a.pad_w);
+          } else
+#endif
+          {
+            for (int64_t x = 0; x < W; ++x)
+              row[size_t(a.pad_w + x)] = quantize_int8(src[iy * W + x], a.input_scale_inv, a.zero_point);
+          }
+          if (sw == 2 && S == 4) {  // the stems: byte pairs to every other pair
+            const int64_t n = Wq;  // (a local: the int8 stores may alias the captured one)
+            const int8_t* r = row.data();
+            for (int64_t x = 0; x < n; ++x) {
+              uint16_t pair;
+              std::memcpy(&pair, r + 2 * x, 2);
+              std::memcpy(out + 4 * x, &pair, 2);
+            }
+          } else {
+            for (int64_t x = 0; x < Wq; ++x)
+              for (int64_t q = 0; q < sw; ++q) out[x * S + q] = row[size_t(sw * x + q)];
+          }
+        }
+    }
+  });
+  PointwiseArgs pa;
+  pa.batch = N, pa.in_channels = K, pa.in_w = ow;
+  pa.weight = sc.w.data(), pa.weight_sum = a.weight_sum, pa.scale = a.scale, pa.bias = a.bias;
+  pa.out_channels = O, pa.input_scale_inv = a.input_scale_inv, pa.zero_point = a.zero_point, pa.relu = a.relu;
+  pa.xq_row_stride = Wq * S, pa.xq_pixel_stride = S, pa.xq_image_stride = image;
+  sc.channels.resize(size_t(K));
+  // The GEMM's channel k read in place from its interleaved plane, shifted by its tap and the band's first
+  // row.
+  const auto point_channels = [&](int64_t r0) {
+    for (int64_t u = 0; u < th; ++u)
+      for (int64_t v = 0; v < tw; ++v)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t ph = 0; ph < S; ++ph)
+            sc.channels[size_t(((u * tw + v) * C + c) * S + ph)] = xq + c * plane + ((u + r0) * Wq + v) * S + ph;
+    pa.xq_channels = sc.channels.data();
+  };
+  const bool pooled = a.pool_h > 1 || a.pool_w > 1 || a.pool_stride_h > 1 || a.pool_stride_w > 1;
+  if (!pooled) {
+    point_channels(0);
+    pa.in_h = oh, pa.out = a.out;
+    int8_pointwise(pa, parallel);
+    return;
+  }
+  const int64_t ph_out = conv_out_size(oh, a.pool_h, a.pool_stride_h, a.pool_pad_h);
+  const int64_t pw_out = conv_out_size(ow, a.pool_w, a.pool_stride_w, a.pool_pad_w);
+  // Bands of pooled rows whose conv rows (with the windows' overlap computed twice) fill kPoolBandBytes.
+  const int64_t per_row = N * O * a.pool_stride_h * ow * int64_t(sizeof(float));
+  const int64_t band_rows = std::max<int64_t>(1, std::min(ph_out, kPoolBandBytes / per_row));
+  const int64_t max_rows = std::min(oh, (band_rows - 1) * a.pool_stride_h + a.pool_h);
+  if (sc.band.size() < size_t(N * O * max_rows * ow)) sc.band.resize(size_t(N * O * max_rows * ow));
+  for (int64_t i0 = 0; i0 < ph_out; i0 += band_rows) {
+    const int64_t i1 = std::min(ph_out, i0 + band_rows);
+    const int64_t r_lo = std::max<int64_t>(0, i0 * a.pool_stride_h - a.pool_pad_h);
+    const int64_t r_hi = std::min<int64_t>(oh, (i1 - 1) * a.pool_stride_h - a.pool_pad_h + a.pool_h);
+    point_channels(r_lo);
+    pa.in_h = r_hi - r_lo, pa.out = sc.band.data();
+    int8_pointwise(pa, parallel);
+    const float* band = sc.band.data();
+    const int64_t rows = r_hi - r_lo;
+    run_parallel(parallel, N * O, [&](int64_t j0, int64_t j1) {
+      std::vector<float> m(static_cast<size_t>(ow));
+      for (int64_t j = j0; j < j1; ++j)
+        pool_band(a, band + j * rows * ow, r_lo, rows, ow, i0, i1, pw_out, a.out + j * ph_out * pw_out, m.data());
+    });
+  }
+}
+
 }  // namespace bidrn
 
 namespace {
@@ -250,5 +442,20 @@ const char* bidrn_int8_conv_transpose2d(const int64_t* v, const float* x, const 
   a.input_scale_inv = input_scale_inv, a.zero_point = zero_point, a.relu = relu != 0, a.out = out;
   if (const char* err = bidrn::check_deconv(a)) return err;
   bidrn::int8_conv_transpose2d(a, serial_for);
+  return nullptr;
+}
+
+const char* bidrn_int8_conv2d(const int64_t* v, const float* x, const int8_t* weight, const int32_t* weight_sum,
+                              const float* scale, const float* bias, float input_scale_inv, int32_t zero_point,
+                              float* out) {
+  bidrn::Int8ConvArgs a;
+  a.batch = v[0], a.in_channels = v[1], a.in_h = v[2], a.in_w = v[3], a.out_channels = v[4];
+  a.kernel_h = v[5], a.kernel_w = v[6], a.stride_h = v[7], a.stride_w = v[8], a.pad_h = v[9], a.pad_w = v[10];
+  a.pool_h = a.pool_w = v[11], a.pool_stride_h = a.pool_stride_w = v[12], a.pool_pad_h = a.pool_pad_w = v[13];
+  a.relu = v[14] != 0;
+  a.x = x, a.weight = weight, a.weight_sum = weight_sum, a.scale = scale, a.bias = bias;
+  a.input_scale_inv = input_scale_inv, a.zero_point = zero_point, a.out = out;
+  if (const char* err = bidrn::check_conv(a)) return err;
+  bidrn::int8_conv2d(a, serial_for);
   return nullptr;
 }

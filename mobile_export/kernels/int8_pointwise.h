@@ -32,11 +32,16 @@ struct PointwiseArgs {
   int32_t zero_point = 0;
   bool relu = false;
   float* out = nullptr;  // N x O x ceil(H / s_h) x ceil(W / s_w)
-  // Internal forms (int8_conv_transpose2d): an input already quantized (stride 1; x unused), pixel (j, i) of
-  // channel k of image n at xq_channels[k] + n * xq_image_stride + j * xq_row_stride + i; output pixel p
+  // Internal forms (int8_conv_transpose2d, int8_conv2d): an input already quantized (stride 1; x unused),
+  // pixel (j, i) of channel k of image n at xq_channels[k] + n * xq_image_stride + j * xq_row_stride +
+  // i * xq_pixel_stride; output pixel p
   // stored at dest[p] of planes out_plane floats apart.
   const int8_t* const* xq_channels = nullptr;
   int64_t xq_row_stride = 0, xq_image_stride = 0;
+  // Bytes between a channel's consecutive pixels in a row (and xq_row_stride rows apart): 1, or the phase
+  // count of int8_conv2d's interleaved phases (where channels 4g .. 4g + 3 at consecutive bytes, pixel
+  // stride 4, make each 16 pixels of a group one 64-byte load).
+  int64_t xq_pixel_stride = 1;
   const int32_t* dest = nullptr;
   int64_t out_plane = 0;
 };
@@ -64,6 +69,40 @@ struct Int8DeconvArgs {
   bool relu = false;
   float* out = nullptr;  // N x O x H s_h x W s_w
 };
+
+// int8 conv (any kernel, stride and zero padding, groups 1) + per-channel affine, optional ReLU and an
+// optional max pool: the ResNet stems (7 x 7 / 2 conv, BN, 3 x 3 / 2 max pool) in one op, instead of
+// XNNPACK's pad, space-to-depth transpose, quantize, NHWC transpose, int8 IGEMM, int8 max pool, dequantize
+// and NCHW transpose. Semantics (ops.py, int8_conv2d_reference, is the definition):
+//   q        = the int8_pointwise quantization of x, zero_point in the conv's zero padding
+//   acc[o,.] = sum_{c, ky, kx} weight[o][(c kh + ky) kw + kx] q[c, s_h i + ky - p_h, s_w j + kx - p_w]
+//              - zero_point * weight_sum[o]                                 (exact int32)
+//   z        = float(acc) * scale[o] + bias[o], then z > 0 ? z : 0 with relu
+//   y        = max pool of z (kernel, stride, padding; padding never wins, as PyTorch's -inf), or z
+// Run as one stride-1 conv on the s_h x s_w pixel phases of the quantized input (the space-to-depth of
+// mobile_export/stems.py, here as the GEMM's tap-shifted channel pointers: a 7 x 7 / 2 conv of 3 channels
+// is 4 x 4 taps x 4 phases x 3 = 192 GEMM channels, three whole 64-channel steps of the tile unit), by the
+// int8_pointwise GEMM, in bands of output rows whose conv output (L2-sized) the max pool reads.
+struct Int8ConvArgs {
+  const float* x = nullptr;  // N x C x H x W
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  const int8_t* weight = nullptr;       // O x (C kh kw), a Conv2d weight's order
+  const int32_t* weight_sum = nullptr;  // O
+  const float* scale = nullptr;         // O
+  const float* bias = nullptr;          // O
+  int64_t out_channels = 0, kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  float input_scale_inv = 1.0f;
+  int32_t zero_point = 0;
+  bool relu = false;
+  int64_t pool_h = 1, pool_w = 1, pool_stride_h = 1, pool_stride_w = 1, pool_pad_h = 0, pool_pad_w = 0;
+  float* out = nullptr;  // N x O x pooled height x pooled width
+};
+
+inline int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
+  return (in + 2 * pad - kernel) / stride + 1;
+}
+const char* check_conv(const Int8ConvArgs& a);
+void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel);
 
 // Taps of one phase along one dimension: input offsets d, ascending (kernel indices in k).
 int64_t deconv_taps(int64_t kernel, int64_t stride, int64_t pad, int64_t phase, int64_t* d, int64_t* k);
@@ -102,6 +141,12 @@ BIDRN_API const char* bidrn_int8_pointwise_kernel();
 BIDRN_API const char* bidrn_int8_conv_transpose2d(const int64_t* shape8, const float* x, const int8_t* weight,
                                                   const int32_t* weight_sum, const float* scale, const float* bias,
                                                   float input_scale_inv, int32_t zero_point, int relu, float* out);
+// int8_conv2d, one thread; null on success or an error sentence. shape16 = batch, in_channels, in_h, in_w,
+// out_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, pool_h (= pool_w), pool_stride (both),
+// pool_pad (both), relu, 0.
+BIDRN_API const char* bidrn_int8_conv2d(const int64_t* shape16, const float* x, const int8_t* weight,
+                                        const int32_t* weight_sum, const float* scale, const float* bias,
+                                        float input_scale_inv, int32_t zero_point, float* out);
 // Same semantics, one thread; null on success or an error sentence. shape7 = batch, in_channels, in_h, in_w,
 // out_channels, stride_h, stride_w.
 BIDRN_API const char* bidrn_int8_pointwise(const int64_t* shape7, const float* x, const int8_t* weight,

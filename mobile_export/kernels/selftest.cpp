@@ -494,6 +494,91 @@ std::string check_deconv_case(const DeconvCase& c) {
   return "";
 }
 
+// int8_conv2d (the stems' conv + max pool): a naive conv on the quantized input (the zero point in the
+// padding), the epilogue, then PyTorch's max pool (window row-major, the first maximum kept).
+struct ConvCase {
+  int64_t shape[16];  // int8_pointwise.h, bidrn_int8_conv2d
+  std::vector<float> x, scale, bias, want;
+  std::vector<int8_t> w;
+  std::vector<int32_t> wsum;
+  float inv = 1.0f;
+  int32_t zp = 0;
+};
+
+ConvCase random_conv_case(std::mt19937& rng, int i) {
+  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  // kernel h, kernel w, stride h, stride w, pad h, pad w, pool kernel, pool stride, pool pad
+  static const int64_t geo[][9] = {{7, 7, 2, 2, 3, 3, 3, 2, 1}, {3, 3, 1, 1, 1, 1, 1, 1, 0},
+                                   {5, 3, 2, 1, 2, 0, 2, 2, 0}, {2, 4, 3, 2, 0, 1, 3, 1, 1}};
+  const int64_t* g = geo[i % 4];
+  const int64_t N = pick(1, 2), C = pick(1, 6), H = pick(g[0] + 2, 24), W = pick(g[1] + 2, 40), O = pick(1, 40);
+  const bool relu = i % 3 == 0;
+  ConvCase c;
+  const int64_t v[16] = {N, C, H, W, O, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], relu, 0};
+  std::copy(v, v + 16, c.shape);
+  c.inv = std::uniform_real_distribution<float>(2.0f, 40.0f)(rng), c.zp = int32_t(pick(-128, 127));
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  for (int64_t k = 0; k < N * C * H * W; ++k) c.x.push_back(pick(0, 60) == 0 ? NAN : normal(rng));
+  const int64_t taps = g[0] * g[1];
+  c.w.resize(size_t(O * C * taps));
+  for (int8_t& w : c.w) w = int8_t(pick(-128, 127));
+  for (int64_t o = 0; o < O; ++o) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < C * taps; ++k) sum += c.w[size_t(o * C * taps + k)];
+    c.wsum.push_back(sum);
+  }
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t o = 0; o < O; ++o) c.scale.push_back(1e-4f * u(rng) + 2e-5f), c.bias.push_back(u(rng));
+  auto q = [&](int64_t n, int64_t ch, int64_t y, int64_t xx) {
+    if (y < 0 || y >= H || xx < 0 || xx >= W) return c.zp;
+    float t = c.x[size_t(((n * C + ch) * H + y) * W + xx)] * c.inv;
+    if (std::isnan(t)) t = 0.0f;
+    t = std::min(std::max(t, -256.0f), 256.0f);
+    return std::min(127, std::max(-128, int32_t(std::rint(t)) + c.zp));
+  };
+  const int64_t oh = (H + 2 * g[4] - g[0]) / g[2] + 1, ow = (W + 2 * g[5] - g[1]) / g[3] + 1;
+  std::vector<float> z(size_t(N * O * oh * ow));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t y = 0; y < oh; ++y)
+        for (int64_t xx = 0; xx < ow; ++xx) {
+          int32_t acc = 0;
+          for (int64_t ch = 0; ch < C; ++ch)
+            for (int64_t ky = 0; ky < g[0]; ++ky)
+              for (int64_t kx = 0; kx < g[1]; ++kx)
+                acc += int32_t(c.w[size_t(((o * C + ch) * g[0] + ky) * g[1] + kx)]) *
+                       (q(n, ch, y * g[2] + ky - g[4], xx * g[3] + kx - g[5]) - c.zp);
+          const float t = static_cast<float>(acc) * c.scale[size_t(o)] + c.bias[size_t(o)];
+          z[size_t(((n * O + o) * oh + y) * ow + xx)] = relu ? (t > 0.0f ? t : 0.0f) : t;
+        }
+  if (g[6] == 1 && g[7] == 1) {
+    c.want = z;
+    return c;
+  }
+  const int64_t ph = (oh + 2 * g[8] - g[6]) / g[7] + 1, pw = (ow + 2 * g[8] - g[6]) / g[7] + 1;
+  for (int64_t p = 0; p < N * O; ++p)
+    for (int64_t i2 = 0; i2 < ph; ++i2)
+      for (int64_t j = 0; j < pw; ++j) {
+        float m = -INFINITY;
+        for (int64_t y = i2 * g[7] - g[8]; y < i2 * g[7] - g[8] + g[6]; ++y)
+          for (int64_t xx = j * g[7] - g[8]; xx < j * g[7] - g[8] + g[6]; ++xx)
+            if (y >= 0 && y < oh && xx >= 0 && xx < ow && z[size_t((p * oh + y) * ow + xx)] > m)
+              m = z[size_t((p * oh + y) * ow + xx)];
+        c.want.push_back(m);
+      }
+  return c;
+}
+
+std::string check_conv_case(const ConvCase& c) {
+  std::vector<float> y(c.want.size(), -7.0f);
+  if (const char* err = bidrn_int8_conv2d(c.shape, c.x.data(), c.w.data(), c.wsum.data(), c.scale.data(),
+                                          c.bias.data(), c.inv, c.zp, y.data()))
+    return err;
+  for (size_t i = 0; i < y.size(); ++i)
+    if (!same_float(y[i], c.want[i])) return "int8 conv output " + std::to_string(i) + " differs";
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -525,6 +610,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < cases / 4 + 1; ++i) pointwise_cases.push_back(random_pointwise_case(rng, i));
   std::vector<DeconvCase> deconv_cases;
   for (int i = 0; i < cases / 8 + 4; ++i) deconv_cases.push_back(random_deconv_case(rng, i));
+  std::vector<ConvCase> conv_cases;
+  for (int i = 0; i < cases / 8 + 4; ++i) conv_cases.push_back(random_conv_case(rng, i));
   for (bidrn::Path p : bidrn::kPathsBestFirst) {
     if (!bidrn::set_active_path(p)) continue;
     int bad = 0;
@@ -573,12 +660,24 @@ int main(int argc, char** argv) {
                     bidrn::path_name(p), i, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
                     (long long)v[4], (long long)v[5], (long long)v[6], (long long)v[7], err.c_str());
     }
-    bad += fused_bad + branch_bad + pointwise_bad + deconv_bad;
+    int conv_bad = 0;
+    for (size_t i = 0; i < conv_cases.size(); ++i) {
+      const std::string err = check_conv_case(conv_cases[i]);
+      const int64_t* v = conv_cases[i].shape;
+      if (!err.empty() && conv_bad++ < 3)
+        std::printf("  %s int8 conv case %zu (N%lld C%lld %lldx%lld -> O%lld k%lldx%lld s%lldx%lld p%lldx%lld pool %lld/%lld/%lld): %s\n",
+                    bidrn::path_name(p), i, (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
+                    (long long)v[4], (long long)v[5], (long long)v[6], (long long)v[7], (long long)v[8],
+                    (long long)v[9], (long long)v[10], (long long)v[11], (long long)v[12], (long long)v[13],
+                    err.c_str());
+    }
+    bad += fused_bad + branch_bad + pointwise_bad + deconv_bad + conv_bad;
     std::printf("%s: %s (%d of %zu cases differ, fused epilogue %d, branches %d of %zu, int8 pointwise %d of %zu, "
-                "int8 deconv %d of %zu)\n",
-                bidrn::path_name(p), bad ? "FAIL" : "bit-exact", bad - fused_bad - branch_bad - pointwise_bad - deconv_bad,
-                all.size(), fused_bad, branch_bad, branch_cases.size(), pointwise_bad, pointwise_cases.size(),
-                deconv_bad, deconv_cases.size());
+                "int8 deconv %d of %zu, int8 conv %d of %zu)\n",
+                bidrn::path_name(p), bad ? "FAIL" : "bit-exact",
+                bad - fused_bad - branch_bad - pointwise_bad - deconv_bad - conv_bad, all.size(), fused_bad, branch_bad,
+                branch_cases.size(), pointwise_bad, pointwise_cases.size(), deconv_bad, deconv_cases.size(), conv_bad,
+                conv_cases.size());
     failures += bad;
   }
   return failures ? 1 : 0;
