@@ -13,6 +13,13 @@ from bidrn.models import ops
 from bidrn.nn.layers import BinaryConvTranspose2d, BinaryLinear
 
 
+def global_mean(feat: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W -> B x C, the mean over the plane. Kept 4-D until the flatten: ExecuTorch's XNNPACK
+    partitioner takes a mean over the last two dims only with keepdim (a global average pool; 0.25 -> 0.08
+    ms for 2048 x 8 x 6 on one thread), and leaves the 2-D form to the portable kernel."""
+    return feat.mean(dim=(2, 3), keepdim=True).flatten(1)
+
+
 def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.BatchNorm2d(out_ch), nn.ReLU())
 
@@ -125,7 +132,7 @@ class BodyRotationNet(nn.Module):
         left hand mirrored; sampling its feature map unmirrored at the unmirrored joints reads the same values
         as mirroring the map and sampling at the mirrored joints (bilinear sampling commutes with the
         mirror), without moving the map."""
-        pooled = body_feat.mean(dim=(2, 3))
+        pooled = global_mean(body_feat)
         parts = []
         for conv, f, j, at in ((self.body_conv, body_feat, body_joint_img, body_joint_img),
                                (self.lhand_conv, lhand_feat, lhand_mcp,
@@ -145,5 +152,5 @@ class FaceRegressor(nn.Module):
         self.jaw_out = nn.Linear(in_ch, 6)
 
     def forward(self, feat):  # B x C x H x W -> B x 10, B x 6
-        pooled = feat.mean(dim=(2, 3))
+        pooled = global_mean(feat)
         return self.expr_out(pooled), self.jaw_out(pooled)
