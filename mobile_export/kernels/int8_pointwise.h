@@ -46,6 +46,22 @@ struct PointwiseArgs {
   int64_t out_plane = 0;
 };
 
+// What the int8 convs with a kernel share (int8_conv_transpose2d, int8_conv2d); the weight's layout is each
+// op's.
+struct Int8KernelArgs {
+  const float* x = nullptr;  // N x C x H x W
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  const int8_t* weight = nullptr;
+  const int32_t* weight_sum = nullptr;
+  const float* scale = nullptr;  // O
+  const float* bias = nullptr;   // O
+  int64_t out_channels = 0, kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  float input_scale_inv = 1.0f;
+  int32_t zero_point = 0;
+  bool relu = false;
+  float* out = nullptr;
+};
+
 // int8 transposed conv whose output is exactly stride x its input (kernel = stride + 2 padding: BoxNet's
 // k4 s2 p1 deconv), as stride_h x stride_w int8 convs, one per output phase (mobile_export/deconv.py's
 // decomposition), each run by the int8_pointwise GEMM on the phase's tap-shifted rows of the input (ops.py,
@@ -56,19 +72,8 @@ struct PointwiseArgs {
 //   y = float(acc) * scale[o] + bias[o], then y > 0 ? y : 0 with relu
 // Phase r = r_h s_w + r_w; its taps t = (ty, tx) row-major over the kernel rows k_y = r_h + p_h (mod s_h)
 // ordered by input offset dy = (r_h + p_h - k_y) / s_h ascending (likewise x).
-struct Int8DeconvArgs {
-  const float* x = nullptr;  // N x C x H x W
-  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
-  const int8_t* weight = nullptr;       // phases x O x (taps C)
-  const int32_t* weight_sum = nullptr;  // phases x O
-  const float* scale = nullptr;         // O
-  const float* bias = nullptr;          // O
-  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
-  float input_scale_inv = 1.0f;
-  int32_t zero_point = 0;
-  bool relu = false;
-  float* out = nullptr;  // N x O x H s_h x W s_w
-};
+// weight: phases x O x (taps C), weight_sum: phases x O; out: N x O x H s_h x W s_w.
+struct Int8DeconvArgs : Int8KernelArgs {};
 
 // int8 conv (any kernel, stride and zero padding, groups 1) + per-channel affine, optional ReLU and an
 // optional max pool: the ResNet stems (7 x 7 / 2 conv, BN, 3 x 3 / 2 max pool) in one op, instead of
@@ -83,19 +88,9 @@ struct Int8DeconvArgs {
 // mobile_export/stems.py, here as the GEMM's tap-shifted channel pointers: a 7 x 7 / 2 conv of 3 channels
 // is 4 x 4 taps x 4 phases x 3 = 192 GEMM channels, three whole 64-channel steps of the tile unit), by the
 // int8_pointwise GEMM, in bands of output rows whose conv output (L2-sized) the max pool reads.
-struct Int8ConvArgs {
-  const float* x = nullptr;  // N x C x H x W
-  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
-  const int8_t* weight = nullptr;       // O x (C kh kw), a Conv2d weight's order
-  const int32_t* weight_sum = nullptr;  // O
-  const float* scale = nullptr;         // O
-  const float* bias = nullptr;          // O
-  int64_t out_channels = 0, kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
-  float input_scale_inv = 1.0f;
-  int32_t zero_point = 0;
-  bool relu = false;
+// weight: O x (C kh kw), a Conv2d weight's order; weight_sum: O; out: N x O x pooled height x pooled width.
+struct Int8ConvArgs : Int8KernelArgs {
   int64_t pool_h = 1, pool_w = 1, pool_stride_h = 1, pool_stride_w = 1, pool_pad_h = 0, pool_pad_w = 0;
-  float* out = nullptr;  // N x O x pooled height x pooled width
 };
 
 inline int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
