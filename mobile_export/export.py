@@ -1231,6 +1231,9 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
         model.crop_op = ops.roi_align  # bidrn::roi_align: the crops without portable grid_sample
     if hasattr(model, "resize_op"):
         model.resize_op = ops.resize  # a whole-factor nearest downscale as bidrn::subsample
+    for module in model.modules():  # the heads' point lookups as bidrn::sample_points
+        if hasattr(type(module), "sample_op"):
+            module.sample_op = ops.sample_points
     stats.subsampled_residuals = subsample_block_residuals(model)
     if image_at_a_time:
         for name in ENCODERS:
@@ -1300,7 +1303,7 @@ def _reference_size(cfg, path: Path, body_model, log) -> dict:
 # ---------------------------------------------------------------- running
 
 _OUR_OPS = ("binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "roi_align", "subsample",
-            "int8_pointwise", "int8_conv_transpose2d", "int8_conv2d")
+            "int8_pointwise", "int8_conv_transpose2d", "int8_conv2d", "sample_points")
 
 
 def check_ops_version(path: str | Path) -> None:

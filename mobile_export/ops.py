@@ -42,7 +42,7 @@ from torch.nn import functional as F
 # other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
 # loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
 # 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`. A new op (bidrn::subsample,
-# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d, bidrn::int8_conv2d) changes no existing schema and needs no new number: an older library refuses such a
+# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d, bidrn::int8_conv2d, bidrn::sample_points) changes no existing schema and needs no new number: an older library refuses such a
 # program at load (missing operator).
 OPS_VERSION = 3
 
@@ -308,6 +308,26 @@ def roi_align(features, boxes, output_size, spatial_scale: float = 1.0, sampling
                                      bool(aligned), bool(mirror))
 
 
+# ---------------------------------------------------------------- point sampling
+
+def sample_points_reference(features, coords):
+    """bidrn.models.ops.sample_joint_features (grid_sample, bilinear, zero padding, align_corners=True, at
+    points in feature pixels; N x J x C): what the C++ kernel computes (roi_align.cpp)."""
+    from bidrn.models import ops as model_ops
+
+    return model_ops.sample_joint_features(features, coords)
+
+
+def sample_points_fake(features, coords):
+    return features.new_empty((features.shape[0], coords.shape[1], features.shape[1]))
+
+
+def sample_points(features, coords):
+    """``bidrn.models.ops.sample_joint_features`` on the ``bidrn::sample_points`` op: the exporter gives it to
+    the heads as their point lookup (``sample_op``), in place of the portable grid_sampler_2d."""
+    return torch.ops.bidrn.sample_points(features, coords)
+
+
 # ---------------------------------------------------------------- subsampling
 
 def subsample_reference(x, stride):
@@ -481,6 +501,7 @@ SCHEMAS = {
     "roi_align": "Tensor features, Tensor boxes, int[2] output_size, float spatial_scale=1.0, int sampling_ratio=1, "
                  "bool aligned=False, bool mirror=False",
     "subsample": "Tensor x, int[2] stride",
+    "sample_points": "Tensor features, Tensor coords",
     "int8_pointwise": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, float input_scale_inv, "
                       "int input_zero_point, int[2] stride, bool relu=False",
     "int8_conv_transpose2d": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, "
@@ -497,6 +518,7 @@ _KERNELS = {
     "pack_signs": (pack_signs_reference, pack_signs_fake),
     "roi_align": (roi_align_reference, roi_align_fake),
     "subsample": (subsample_reference, subsample_fake),
+    "sample_points": (sample_points_reference, sample_points_fake),
     "int8_pointwise": (int8_pointwise_reference, int8_pointwise_fake),
     "int8_conv_transpose2d": (int8_conv_transpose2d_reference, int8_conv_transpose2d_fake),
     "int8_conv2d": (int8_conv2d_reference, int8_conv2d_fake),

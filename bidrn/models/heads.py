@@ -82,6 +82,9 @@ class BoxNet(nn.Module):
         )
         self.upsample = 8  # three stride-2 deconvs
 
+    # The bilinear point lookup (the exporter swaps in its own op, bidrn::sample_points, as for the crops).
+    sample_op = staticmethod(ops.sample_joint_features)
+
     def forward(self, feat, heatmap):
         """feat B x C x H x W, heatmap B x J x D x H x W -> centers, sizes: B x 3 x 2 (body-heatmap cells)."""
         x = torch.cat((feat, heatmap.flatten(1, 2)), dim=1)
@@ -89,7 +92,7 @@ class BoxNet(nn.Module):
             x = F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
         x = self.deconv(self.input_norm(x))
         centers = ops.soft_argmax_2d(self.center(x))  # B x 3 x 2, cells of the upsampled grid
-        sampled = ops.sample_joint_features(x, centers.detach())  # B x 3 x width
+        sampled = self.sample_op(x, centers.detach())  # B x 3 x width
         sizes = torch.stack([mlp(sampled[:, i]) for i, mlp in enumerate(self.sizes)], dim=1)
         return centers / self.upsample, sizes
 
@@ -97,13 +100,15 @@ class BoxNet(nn.Module):
 class HandRotationNet(nn.Module):
     """Hand pose: 1x1 conv + BN + ReLU, features sampled at the J hand joints ++ (x, y, z) -> Linear -> 15 x 6D."""
 
+    sample_op = staticmethod(ops.sample_joint_features)  # as BoxNet's
+
     def __init__(self, in_ch: int, joint_num: int = 20, feat_ch: int = 512, pose_joints: int = 15):
         super().__init__()
         self.conv = conv_bn_relu(in_ch, feat_ch)
         self.pose_out = nn.Linear(joint_num * (feat_ch + 3), pose_joints * 6)
 
     def forward(self, feat, joint_img):  # B x C x H x W, B x J x 3 -> B x 90
-        sampled = ops.sample_joint_features(self.conv(feat), joint_img[:, :, :2])
+        sampled = self.sample_op(self.conv(feat), joint_img[:, :, :2])
         return self.pose_out(torch.cat((sampled, joint_img), dim=2).flatten(1))
 
 
@@ -113,6 +118,8 @@ class BodyRotationNet(nn.Module):
     Shape (10) and camera (3) from the pooled body feature; root (6D) and 21 body joints (6D) from features
     sampled at the 25 body joints (body feature) and the 4 MCP joints of each hand (hand features) ++ coords.
     """
+
+    sample_op = staticmethod(ops.sample_joint_features)  # as BoxNet's
 
     def __init__(self, in_ch: int, hand_ch: int, joint_num: int = 25, mcp_num: int = 4, feat_ch: int = 512,
                  shape_dim: int = 10, body_joints: int = 21):
@@ -138,7 +145,7 @@ class BodyRotationNet(nn.Module):
                                (self.lhand_conv, lhand_feat, lhand_mcp,
                                 lhand_mcp if lhand_feat_mcp is None else lhand_feat_mcp),
                                (self.rhand_conv, rhand_feat, rhand_mcp, rhand_mcp)):
-            parts.append(torch.cat((ops.sample_joint_features(conv(f), at[:, :, :2]), j), dim=2))
+            parts.append(torch.cat((self.sample_op(conv(f), at[:, :, :2]), j), dim=2))
         flat = torch.cat(parts, dim=1).flatten(1)
         return self.root_pose_out(flat), self.body_pose_out(flat), self.shape_out(pooled), self.cam_out(pooled)
 
