@@ -92,8 +92,9 @@ def _add_export(subparsers) -> None:
     p.add_argument("--out", required=True, help="output .pte path (a report lands next to it as OUT.json)")
     p.add_argument("--int8", action="store_true", help="quantize the full-precision parts to int8 (PT2E, XNNPACK)")
     p.add_argument("--int8-pointwise", choices=["auto", "bidrn", "xnnpack"], default="auto",
-                   help="with --int8: the 1x1 convs (block residuals, heads) as bidrn::int8_pointwise or XNNPACK int8 "
-                        "convs; auto: bidrn where this machine's kernel for it is fast (AMX, AVX-512 VNNI, NEON)")
+                   help="with --int8: our int8 ops (the 1x1 convs as bidrn::int8_pointwise, BoxNet's deconv, and on "
+                        "AMX the stems as bidrn::int8_conv2d) or XNNPACK int8 convs; auto: ours where this machine's "
+                        "kernel for them is fast (AMX, AVX-512 VNNI, NEON)")
     p.add_argument("--model", help="model name for a checkpoint that does not record it")
     p.add_argument("--no-body-model", action="store_true", help="leave the SMPL-X layer (mesh outputs) out")
     p.add_argument("--reference", help="full-precision .pte to compare bytes with; exported there if missing "
