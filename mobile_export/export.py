@@ -1078,10 +1078,6 @@ def _stem_parts(seq: nn.Module) -> tuple[nn.Module, nn.Module, bool, nn.MaxPool2
     return conv, bn, type(act) is nn.ReLU, pool
 
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 class Int8Stem(_Int8Calibrated):
     """A ResNet stem (7 x 7 / 2 conv, BN, optional ReLU, 3 x 3 / 2 max pool) as ``bidrn::int8_conv2d`` under
     ``--int8``: quantized as :class:`Int8Pointwise` (the conv with its BN folded, int8 per-tensor input and
@@ -1092,6 +1088,7 @@ class Int8Stem(_Int8Calibrated):
 
     def __init__(self, conv: nn.Module, bn: nn.BatchNorm2d, relu: bool, pool: nn.MaxPool2d):
         super().__init__()
+        from torch.nn.modules.utils import _pair
         from torch.nn.utils.fusion import fuse_conv_bn_weights
 
         w, b, geometry = plain_conv_weight(conv)
@@ -1164,8 +1161,9 @@ def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor], ste
     fused BiDRN block's Sequential(conv, BN)), the heads' Sequential(conv, BN, ReLU) and their bare 1 x 1
     convs (joint heatmaps, BoxNet's centre map). Every phase-decomposed transposed conv (BoxNet's deconv3)
     becomes an :class:`Int8ConvTranspose`. With ``stems``, every ResNet stem (conv, BN, Identity or ReLU,
-    max pool: :func:`_stem_parts`) becomes an :class:`Int8Stem` (:func:`count_int8_stems` counts them); else the stems stay with XNNPACK. Returns how many 1 x 1 convs and deconvs.
-    The calibration images run through the float model once. The SMPL-X layer (FLOAT_MODULES) has no convs."""
+    max pool: :func:`_stem_parts`) becomes an :class:`Int8Stem` (:func:`count_int8_stems` counts them); else
+    the stems stay with XNNPACK. Returns how many 1 x 1 convs and deconvs. The calibration images run through
+    the float model once. The SMPL-X layer (FLOAT_MODULES) has no convs."""
     found: list[tuple[nn.Module, str, nn.Module, list[str]]] = []  # parent, child name, module, to blank
     for parent in model.modules():
         if isinstance(parent, (SubsampledPointwise, _Int8Calibrated, PhasedConvTranspose2d)) \
@@ -1267,9 +1265,10 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     if int8 and int8_pointwise is None:
         int8_pointwise = int8_pointwise_is_fast()
     if int8 and int8_pointwise:
+        stems = int8_stem_is_fast()
         log("int8: 1 x 1 convs as bidrn::int8_pointwise, phased deconvs as bidrn::int8_conv_transpose2d"
-            + (", stems as bidrn::int8_conv2d" if int8_stem_is_fast() else ""))
-        stats.int8_pointwise_convs, stats.int8_deconvs = quantize_own_int8_ops(model, calib, stems=int8_stem_is_fast())
+            + (", stems as bidrn::int8_conv2d" if stems else ""))
+        stats.int8_pointwise_convs, stats.int8_deconvs = quantize_own_int8_ops(model, calib, stems=stems)
         stats.int8_stems = count_int8_stems(model)
     program = _export_program(model, x, cfg.name, log)
     if int8:

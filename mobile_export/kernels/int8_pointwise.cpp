@@ -139,6 +139,19 @@ const char* check_deconv(const Int8DeconvArgs& a) {
 }
 
 namespace {
+// quantize_int8 of a row of n floats into dst: 16 lanes at a time on the `avx512` and `amx` paths (GCC leaves
+// the scalar loop unvectorised, "control flow in loop"), else the scalar loop. The int8 deconv's and conv's
+// input copies.
+void quantize_row(const float* src, int64_t n, float input_scale_inv, int32_t zero_point, int8_t* dst) {
+#if defined(__x86_64__)
+  if (active_path() == Path::kAvx512 || active_path() == Path::kAmx) {
+    avx512_quantize_row(src, n, input_scale_inv, zero_point, dst);
+    return;
+  }
+#endif
+  for (int64_t x = 0; x < n; ++x) dst[x] = quantize_int8(src[x], input_scale_inv, zero_point);
+}
+
 struct DeconvScratch {
   std::vector<int8_t> xpad;
   std::vector<const int8_t*> channels;
@@ -171,25 +184,14 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
   if (sc.channels.size() < size_t(K)) sc.channels.resize(size_t(K));
   if (sc.dest.size() < size_t(P)) sc.dest.resize(size_t(P));
   int8_t* xpad = sc.xpad.data();
-#if defined(__x86_64__)
-  const bool vector_quantize = active_path() == Path::kAvx512 || active_path() == Path::kAmx;
-#endif
   // The input quantized once, the zero point in the padding (it contributes zero after the correction).
   run_parallel(parallel, N * C, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       int8_t* plane = xpad + i * Hp * Wp;
       std::memset(plane, static_cast<int8_t>(a.zero_point), size_t(Hp * Wp));
       const float* src = a.x + i * H * W;
-      for (int64_t y = 0; y < H; ++y) {
-        int8_t* row = plane + (y + pt) * Wp + pl;
-#if defined(__x86_64__)
-        if (vector_quantize) {  // GCC leaves the scalar loop unvectorised ("control flow in loop")
-          avx512_quantize_row(src + y * W, W, a.input_scale_inv, a.zero_point, row);
-          continue;
-        }
-#endif
-        for (int64_t x = 0; x < W; ++x) row[x] = quantize_int8(src[y * W + x], a.input_scale_inv, a.zero_point);
-      }
+      for (int64_t y = 0; y < H; ++y)
+        quantize_row(src + y * W, W, a.input_scale_inv, a.zero_point, plane + (y + pt) * Wp + pl);
     }
   });
   for (int64_t ry = 0; ry < sh; ++ry) {
@@ -239,7 +241,7 @@ const char* check_conv(const Int8ConvArgs& a) {
 
 namespace {
 struct ConvScratch {
-  std::vector<int8_t> xq, w, row;
+  std::vector<int8_t> xq, w;
   std::vector<const int8_t*> channels;
   std::vector<float> band;
 };
@@ -318,9 +320,6 @@ void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
   int8_t* xq = sc.xq.data();
   const int64_t padded_w = std::max(W + 2 * a.pad_w, sw * Wq);
   const int8_t zp = static_cast<int8_t>(a.zero_point);
-#if defined(__x86_64__)
-  const bool vector_quantize = active_path() == Path::kAvx512 || active_path() == Path::kAmx;
-#endif
   run_parallel(parallel, N * C, [&](int64_t i0, int64_t i1) {
     std::vector<int8_t> row(static_cast<size_t>(padded_w));
     for (int64_t i = i0; i < i1; ++i) {
@@ -336,15 +335,7 @@ void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
             continue;
           }
           std::memset(row.data(), zp, size_t(padded_w));
-#if defined(__x86_64__)
-          if (vector_quantize) {
-            avx512_quantize_row(src + iy * W, W, a.input_scale_inv, a.zero_point, row.data() + a.pad_w);
-          } else
-#endif
-          {
-            for (int64_t x = 0; x < W; ++x)
-              row[size_t(a.pad_w + x)] = quantize_int8(src[iy * W + x], a.input_scale_inv, a.zero_point);
-          }
+          quantize_row(src + iy * W, W, a.input_scale_inv, a.zero_point, row.data() + a.pad_w);
           if (sw == 2 && S == 4) {  // the stems: byte pairs to every other pair
             const int64_t n = Wq;  // (a local: the int8 stores may alias the captured one)
             const int8_t* r = row.data();
