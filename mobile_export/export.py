@@ -1232,6 +1232,8 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
     for module in model.modules():  # the heads' point lookups as bidrn::sample_points
         if hasattr(type(module), "sample_op"):
             module.sample_op = ops.sample_points
+    if getattr(model, "body_model", None) is not None and hasattr(model.body_model, "use_skin_op"):
+        model.body_model.use_skin_op(ops.skin)  # sparse skinning as bidrn::skin (bidrn.body.layer)
     stats.subsampled_residuals = subsample_block_residuals(model)
     if image_at_a_time:
         for name in ENCODERS:

@@ -42,8 +42,9 @@ from torch.nn import functional as F
 # other schemas would be misread (ExecuTorch aborts the process); the export report records this number and
 # loading checks it (export.check_ops_version). 1: until the epilogue window / partial / shortcut arguments,
 # 2: those, FDR's `branches` and bidrn::roi_align; 3: `residual_pool`. A new op (bidrn::subsample,
-# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d, bidrn::int8_conv2d, bidrn::sample_points) changes no existing schema and needs no new number: an older library refuses such a
-# program at load (missing operator).
+# bidrn::int8_pointwise, bidrn::int8_conv_transpose2d, bidrn::int8_conv2d, bidrn::sample_points, bidrn::skin)
+# changes no existing schema and needs no new number: an older library refuses such a program at load
+# (missing operator).
 OPS_VERSION = 3
 
 
@@ -328,6 +329,31 @@ def sample_points(features, coords):
     return torch.ops.bidrn.sample_points(features, coords)
 
 
+# ---------------------------------------------------------------- skinning
+
+def skin_reference(points, rot, trans, vertices, offsets, joints, weights):
+    """Linear blend skinning (SMPL-X Eq. 1) with the skinning weights as a CSR matrix (int32 indices) whose row
+    i is vertex vertices[i]: it blends the transforms of joints[offsets[i]:offsets[i + 1]] with those weights.
+    points B x V x 3, rot B x J x 3 x 3, trans B x J x 3 -> B x V x 3, rounded as the C++ kernel (skin.cpp):
+    the products summed in CSR order, then R v + t term by term, left to right."""
+    b, v = points.shape[:2]
+    rows = torch.repeat_interleave(vertices.long(), (offsets[1:] - offsets[:-1]).long())
+    per_entry = torch.cat([rot.reshape(b, -1, 9), trans], dim=-1)[:, joints.long()] * weights[:, None]  # B x nnz x 12
+    m = points.new_zeros(b, v, 12).index_add_(1, rows, per_entry)  # blended R (row-major) and t
+    x, y, z = (c.unsqueeze(-1) for c in points.unbind(-1))
+    return m[..., 0:9:3] * x + m[..., 1:9:3] * y + m[..., 2:9:3] * z + m[..., 9:12]
+
+
+def skin_fake(points, rot, trans, vertices, offsets, joints, weights):
+    return points.new_empty(points.shape)
+
+
+def skin(points, rot, trans, vertices, offsets, joints, weights):
+    """``bidrn.body.lbs.skin`` on the ``bidrn::skin`` op with the weights in CSR form
+    (``SMPLXLayer.sparse_skinning``): the exporter gives it to the body layer (``SMPLXLayer.use_skin_op``)."""
+    return torch.ops.bidrn.skin(points, rot, trans, vertices, offsets, joints, weights)
+
+
 # ---------------------------------------------------------------- subsampling
 
 def subsample_reference(x, stride):
@@ -502,6 +528,7 @@ SCHEMAS = {
                  "bool aligned=False, bool mirror=False",
     "subsample": "Tensor x, int[2] stride",
     "sample_points": "Tensor features, Tensor coords",
+    "skin": "Tensor points, Tensor rot, Tensor trans, Tensor vertices, Tensor offsets, Tensor joints, Tensor weights",
     "int8_pointwise": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, float input_scale_inv, "
                       "int input_zero_point, int[2] stride, bool relu=False",
     "int8_conv_transpose2d": "Tensor x, Tensor weight, Tensor weight_sum, Tensor scale, Tensor bias, "
@@ -519,6 +546,7 @@ _KERNELS = {
     "roi_align": (roi_align_reference, roi_align_fake),
     "subsample": (subsample_reference, subsample_fake),
     "sample_points": (sample_points_reference, sample_points_fake),
+    "skin": (skin_reference, skin_fake),
     "int8_pointwise": (int8_pointwise_reference, int8_pointwise_fake),
     "int8_conv_transpose2d": (int8_conv_transpose2d_reference, int8_conv_transpose2d_fake),
     "int8_conv2d": (int8_conv2d_reference, int8_conv2d_fake),

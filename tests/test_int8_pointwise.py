@@ -289,6 +289,17 @@ def test_transposed_conv_refuses_a_kernel_that_is_not_stride_plus_twice_the_padd
     assert err is not None and "stride + 2 padding" in err.decode()
 
 
+def test_transposed_conv_refuses_a_stride_past_16_before_reading_its_phase_tables():
+    # kernel 17 = stride 17 + 2 x 0 is a valid geometry with one tap per phase, but 17 phases: the kernel's
+    # phase tables hold 16, so the check must stop it (it used to pass and write past them).
+    lib = kernel_library.load()
+    x, w, s, out = torch.zeros(1, 1, 1, 1), torch.zeros(17 * 17, dtype=torch.int8), \
+        torch.zeros(17 * 17, dtype=torch.int32), torch.empty(17 * 17)
+    err = lib.bidrn_int8_conv_transpose2d((ctypes.c_int64 * 8)(1, 1, 1, 1, 1, 17, 17, 0), x.data_ptr(), w.data_ptr(),
+                                          s.data_ptr(), out.data_ptr(), out.data_ptr(), 1.0, 0, 0, out.data_ptr())
+    assert err is not None and "stride must be 1 to 16" in err.decode()
+
+
 def test_int8_deconv_module_runs_the_phased_deconv_with_its_bn_and_relu():
     """export.Int8ConvTranspose from BoxNet's kind of deconv (k4 s2 p1, BN and ReLU folded into the phases):
     after calibration its op equals the reference on its own parameters, bit for bit, and stays within int8's

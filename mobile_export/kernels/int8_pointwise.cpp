@@ -128,9 +128,11 @@ int64_t uniform_taps(int64_t kernel, int64_t stride, int64_t pad) {
 const char* check_deconv(const Int8DeconvArgs& a) {
   if (a.batch < 0 || a.in_channels < 1 || a.out_channels < 1 || a.in_h < 1 || a.in_w < 1)
     return "batch must be >= 0 and channels and input size >= 1";
-  if (a.stride_h < 1 || a.stride_w < 1 || a.pad_h < 0 || a.pad_w < 0 || a.kernel_h > 64 || a.kernel_w > 64 ||
+  if (a.stride_h < 1 || a.stride_w < 1 || a.stride_h > kMaxDeconvTaps || a.stride_w > kMaxDeconvTaps ||
+      a.pad_h < 0 || a.pad_w < 0 || a.kernel_h > 64 || a.kernel_w > 64 ||
       a.kernel_h != a.stride_h + 2 * a.pad_h || a.kernel_w != a.stride_w + 2 * a.pad_w)
-    return "kernel must be stride + 2 padding (at most 64) in both dimensions: the output is exactly stride x the input";
+    return "stride must be 1 to 16 and kernel stride + 2 padding (at most 64) in both dimensions: the output is "
+           "exactly stride x the input";
   const int64_t th = uniform_taps(a.kernel_h, a.stride_h, a.pad_h), tw = uniform_taps(a.kernel_w, a.stride_w, a.pad_w);
   if (th < 1 || tw < 1 || th > kMaxDeconvTaps || tw > kMaxDeconvTaps)
     return "every output phase must have the same number of taps (1 to 16 per dimension)";
