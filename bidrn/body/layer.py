@@ -77,9 +77,10 @@ class SMPLXLayer(nn.Module):
 
     def sparse_skinning(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The skinning weights as a CSR matrix with its rows in a chosen order: vertices (V, the vertex of each
-        row), offsets (V + 1), joints (int32) and weights of the non-zero entries, joints ascending within a row. The rows
-        go by their entry count (fewest first, vertex order within a count), so a kernel's loop over a row has a
-        predictable length. A vertex of the embedded model takes 1.9 of the 55 joints on average, at most 7."""
+        row), offsets (V + 1) and joints, all int32, and weights of the non-zero entries, joints ascending within
+        a row. The rows go by their entry count (fewest first, vertex order within a count), so a kernel's loop
+        over a row has a predictable length. A vertex of the embedded model takes 1.9 of the 55 joints on
+        average, at most 7."""
         nonzero = self.lbs_weights.nonzero()  # row-major: by vertex, then joint
         counts = torch.bincount(nonzero[:, 0], minlength=self.num_vertices)
         vertices = torch.sort(counts, stable=True).indices
@@ -90,9 +91,10 @@ class SMPLXLayer(nn.Module):
         return vertices.int(), offsets.int(), picked[:, 1].int(), weights
 
     def use_skin_op(self, op) -> None:
-        """Skin with ``op(points, rot, trans, offsets, joints, weights)`` on the CSR weights of
+        """Skin with ``op(points, rot, trans, vertices, offsets, joints, weights)`` on the CSR weights of
         :meth:`sparse_skinning` (kept as buffers, so an exported program holds them as constants)."""
-        for name, tensor in zip(("skin_vertices", "skin_offsets", "skin_joints", "skin_weights"), self.sparse_skinning()):
+        names = ("skin_vertices", "skin_offsets", "skin_joints", "skin_weights")
+        for name, tensor in zip(names, self.sparse_skinning()):
             self.register_buffer(name, tensor, persistent=False)
         self.skin_op = op
 
