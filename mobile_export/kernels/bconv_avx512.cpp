@@ -107,9 +107,11 @@ __attribute__((noinline)) void channel_run(const TileJob& j, const FusedTile* fu
     if (res && !pooled) _mm_prefetch(reinterpret_cast<const char*>(res + ahead + 16), _MM_HINT_T0);
     if (partial) _mm_prefetch(reinterpret_cast<const char*>(partial + ahead), _MM_HINT_T0);
     if (partial) _mm_prefetch(reinterpret_cast<const char*>(partial + ahead + 16), _MM_HINT_T0);
+    // The first word's counts start the sums (k_words >= 1): no adds to zero.
     __m512i acc[MB];
-    for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < k_words; ++k) {
+    const __m512i w0 = _mm512_set1_epi64(static_cast<long long>(w[0]));
+    for (int m = 0; m < MB; ++m) acc[m] = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(a + m * a_stride), w0));
+    for (int64_t k = 1; k < k_words; ++k) {
       const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[k]));
       for (int m = 0; m < MB; ++m) {
         const __m512i av = _mm512_loadu_si512(a + m * a_stride + k * kLanes);
@@ -262,7 +264,7 @@ __attribute__((noinline)) void branch_run(const TileJob* jobs, const FusedTile* 
   const TileJob& last = jobs[K - 1];
   const int64_t a_stride = last.k_words * kLanes, k_words = last.k_words, plane = last.out_plane;
   const int64_t O = last.out_channels;
-  const __m512i k_bits = _mm512_set1_epi32(last.k_bits);
+  const __m512 k_bits_f = _mm512_set1_ps(float(last.k_bits)), two = _mm512_set1_ps(2.0f);
   const bool rprelu = last.ep.rprelu != nullptr, post = last.ep.post != nullptr;
   const __m512 lo = _mm512_set1_ps(last.ep.clamp_residual ? -1.0f : -INFINITY);
   const __m512 hi = _mm512_set1_ps(last.ep.clamp_residual ? 1.0f : INFINITY);
@@ -293,13 +295,17 @@ __attribute__((noinline)) void branch_run(const TileJob* jobs, const FusedTile* 
     if (shortcut) _mm_prefetch(reinterpret_cast<const char*>(shortcut + ahead + 16), _MM_HINT_T0);
     // K x MB accumulators in registers: the word loop outside, branches and blocks unrolled inside (with
     // the branch loop outside, GCC kept the accumulators on the stack).
+    // The first word's counts start the sums (k_words >= 1): no adds to zero.
     __m512i acc[K][MB];
-#pragma GCC unroll 4
-    for (int b = 0; b < K; ++b)
-#pragma GCC unroll 4
-      for (int m = 0; m < MB; ++m) acc[b][m] = _mm512_setzero_si512();
     const int64_t tile_offset = int64_t(i) * kTileBlocks * a_stride;
-    for (int64_t k = 0; k < k_words; ++k) {
+#pragma GCC unroll 4
+    for (int b = 0; b < K; ++b) {
+      const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[b][0]));
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m)
+        acc[b][m] = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(a[b] + tile_offset + m * a_stride), wv));
+    }
+    for (int64_t k = 1; k < k_words; ++k) {
 #pragma GCC unroll 4
       for (int b = 0; b < K; ++b) {
         const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[b][k]));
@@ -320,8 +326,9 @@ __attribute__((noinline)) void branch_run(const TileJob* jobs, const FusedTile* 
 #pragma GCC unroll 4
       for (int b = 0; b < K; ++b) {
         const __m512i r = narrow_pair(acc[b][m], m + 1 < MB ? acc[b][m + 1] : _mm512_setzero_si512());
-        const __m512i v = _mm512_sub_epi32(k_bits, _mm512_add_epi32(r, r));
-        __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), scale[b]), bias[b]);
+        // k_bits - 2 r in float: every term an integer below 2^24, so the FMA is exact.
+        const __m512 v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(r), two, k_bits_f);
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale[b]), bias[b]);
         if (rprelu) {
           const __m512 s = _mm512_sub_ps(y, gamma[b]);
           const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
