@@ -739,6 +739,34 @@ def drop_unit_reductions(program: torch.export.ExportedProgram) -> int:
     return count
 
 
+def drop_constant_copies(program: torch.export.ExportedProgram) -> int:
+    """Let functional ops read the program's lifted tensor constants directly, in place; returns how many copies
+    went.
+
+    torch.export guards a tensor the model builds from outside data (e.g. the soft-argmax's cell coordinates,
+    ``bidrn.models.ops._grid_coords``) with a ``lift_fresh_copy``; a matrix product then reads a copy, which
+    XNNPACK's fully connected layer (static weights only) refuses, and the product ran as ExecuTorch's portable
+    ``mm``. Only copies whose every user is a functional op go (nothing can write the constant then)."""
+    kinds = torch.export.graph_signature.InputKind
+    signature = program.graph_signature
+    mutated = set(signature.buffers_to_mutate.values())
+    # (After the int8 flow's second export such a constant comes back as a buffer the program never writes.)
+    constants = {spec.arg.name for spec in signature.input_specs
+                 if spec.kind == kinds.CONSTANT_TENSOR or (spec.kind == kinds.BUFFER and spec.target not in mutated)}
+    graph, count = program.graph_module.graph, 0
+    for node in list(graph.nodes):
+        if (node.op != "call_function" or node.target is not torch.ops.aten.lift_fresh_copy.default
+                or node.args[0].op != "placeholder" or node.args[0].name not in constants):
+            continue
+        if all(isinstance(user.target, torch._ops.OpOverload) and not user.target._schema.is_mutable
+               for user in node.users):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            count += 1
+    program.graph_module.recompile()
+    return count
+
+
 def depth_first_order(graph_module: torch.fx.GraphModule) -> None:
     """Reorder the graph's operators depth first, in place: after each op, the ops it has just made ready
     run next (earliest in the old order first), so an independent chain runs to its end before the next
@@ -850,6 +878,7 @@ def save_program(program: torch.export.ExportedProgram | nn.Module, x: torch.Ten
     if isinstance(program, nn.Module):
         program = _export_program(program, x, type(program).__name__, lambda msg: None)
     drop_unit_reductions(program)
+    drop_constant_copies(program)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     depth_first_order(edge.exported_program().graph_module)
     shared = share_shortcut_storage(edge.exported_program().graph_module)

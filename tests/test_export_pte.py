@@ -158,6 +158,21 @@ class OpWithResidual(torch.nn.Module):
         return self.conv(a_f, residual)
 
 
+def test_soft_argmax_runs_inside_xnnpack_as_one_product(tmp_path):
+    """The soft-argmax's coordinate table is a constant the exported product reads directly
+    (export.drop_constant_copies): no portable mm or sum is left outside the delegate, and the program matches
+    eager."""
+    class SoftArgmax(torch.nn.Module):
+        def forward(self, x):
+            return model_ops.soft_argmax_3d(x)
+
+    x = torch.randn(2, 20, 8, 8, 8) * 4
+    outside = export.save_program(SoftArgmax(), x, tmp_path / "soft_argmax.pte")
+    assert not outside, outside
+    method, _ = export.load_program(tmp_path / "soft_argmax.pte")
+    torch.testing.assert_close(method.execute([x])[0], model_ops.soft_argmax_3d(x), rtol=0, atol=1e-4)
+
+
 def test_unsupported_layer_is_refused_naming_the_layer_and_the_reason():
     model = create_model("reactnet-tiny").eval()
     with pytest.raises(export.UnsupportedLayerError, match=r"'body_backbone\.stages\.0\.0\.conv1'.*rsign"):

@@ -260,6 +260,35 @@ def test_soft_argmax_is_differentiable_and_exports():
     assert_exports_and_matches(ops.soft_argmax_3d, heatmap3d.detach().float(), atol=1e-5)
 
 
+def test_soft_argmax_3d_equals_the_marginal_sums_of_integral_regression():
+    """Sun et al.'s form written out (marginal of each axis, weighted by the index), against the one product
+    the function computes: equal up to the order of the float sums."""
+    logits = torch.randn(2, 5, 4, 6, 3, dtype=torch.float64) * 3
+    prob = torch.softmax(logits.flatten(-3), -1).view_as(logits)
+    want = torch.stack([(prob.sum(dims) * torch.arange(n, dtype=torch.float64)).sum(-1)
+                        for dims, n in (((-3, -2), 3), ((-3, -1), 6), ((-2, -1), 4))], dim=-1)
+    torch.testing.assert_close(ops.soft_argmax_3d(logits), want, rtol=0, atol=1e-12)
+    prob2 = torch.softmax(logits[:, :, 0].flatten(-2), -1).view_as(logits[:, :, 0])
+    want2 = torch.stack([(prob2.sum(-2) * torch.arange(3.0, dtype=torch.float64)).sum(-1),
+                         (prob2.sum(-1) * torch.arange(6.0, dtype=torch.float64)).sum(-1)], dim=-1)
+    torch.testing.assert_close(ops.soft_argmax_2d(logits[:, :, 0]), want2, rtol=0, atol=1e-12)
+
+
+def test_soft_argmax_first_called_in_inference_or_fake_mode_still_trains():
+    """The coordinate table is cached: a first call under inference mode or an export's fake tensors must not
+    leave a tensor that a later training step cannot use."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ops._grid_coords.cache_clear()
+    with FakeTensorMode():
+        ops.soft_argmax_3d(torch.empty(1, 2, 3, 4, 5))
+    with torch.inference_mode():
+        ops.soft_argmax_3d(torch.randn(1, 2, 3, 4, 5))
+    logits = torch.randn(1, 2, 3, 4, 5, requires_grad=True)
+    ops.soft_argmax_3d(logits).sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
 # ---------------------------------------------------------------- sample_joint_features
 
 def _plane_features(height, width):

@@ -8,6 +8,10 @@ flattened, i.e. ``x.view(3, 2)`` gives the two columns).
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 import torch
 from torch.nn import functional as F
 
@@ -113,30 +117,40 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int | tu
     return (samples * weight).sum(dim=(3, 5)) / count[:, None, None, None]
 
 
+@functools.lru_cache(maxsize=32)
+def _grid_coords(sizes: tuple[int, ...]) -> np.ndarray:
+    """Cell coordinates of a grid of the given sizes (slowest axis first), row-major: prod(sizes) x len(sizes),
+    columns in reverse order of the axes (x = the last axis first), float32; read only. A NumPy array, so the
+    cache holds no tensor of whatever mode the first call ran in (an export's fake tensors, inference mode)."""
+    grid = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in sizes), indexing="ij")
+    return np.ascontiguousarray(np.stack([g.reshape(-1) for g in reversed(grid)], axis=-1))
+
+
+def _expected_coords(logits: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Softmax over the last ndim axes, then the expected cell index along each: one matrix product of the
+    probabilities with the cells' coordinates (prob (... x N) @ coords (N x ndim)). The same value as summing
+    the marginals and weighting them (the form of Sun et al.), in another order of the float sums; it runs as
+    one matmul in eager and in the exported program (the marginal sums were six generic reductions there,
+    about 0.4 ms of the int8 BiDRN's 58 ms)."""
+    sizes = tuple(logits.shape[-ndim:])
+    prob = F.softmax(logits.flatten(-ndim), dim=-1)
+    coords = torch.from_numpy(_grid_coords(sizes))  # shares the cached array: never written
+    if coords.dtype != prob.dtype or coords.device != prob.device:
+        coords = coords.to(device=prob.device, dtype=prob.dtype)
+    return torch.matmul(prob, coords)
+
+
 def soft_argmax_2d(heatmap: torch.Tensor) -> torch.Tensor:
     """Integral regression (Sun et al., ECCV 2018): B x J x H x W logits -> B x J x 2 (x, y) in heatmap pixels.
 
     Softmax over all H*W cells, then the expected pixel index along each axis.
     """
-    height, width = heatmap.shape[-2:]
-    prob = F.softmax(heatmap.flatten(-2), dim=-1).unflatten(-1, (height, width))
-    x = (prob.sum(-2) * torch.arange(width, device=heatmap.device, dtype=prob.dtype)).sum(-1)
-    y = (prob.sum(-1) * torch.arange(height, device=heatmap.device, dtype=prob.dtype)).sum(-1)
-    return torch.stack((x, y), dim=-1)
+    return _expected_coords(heatmap, 2)
 
 
 def soft_argmax_3d(heatmap: torch.Tensor) -> torch.Tensor:
     """Integral regression (Sun et al., ECCV 2018): B x J x D x H x W logits -> B x J x 3 (x, y, z) in voxels."""
-    depth, height, width = heatmap.shape[-3:]
-    prob = F.softmax(heatmap.flatten(-3), dim=-1).unflatten(-1, (depth, height, width))
-
-    def expected(marginal: torch.Tensor, n: int) -> torch.Tensor:
-        return (marginal * torch.arange(n, device=heatmap.device, dtype=prob.dtype)).sum(-1)
-
-    x = expected(prob.sum((-3, -2)), width)
-    y = expected(prob.sum((-3, -1)), height)
-    z = expected(prob.sum((-2, -1)), depth)
-    return torch.stack((x, y, z), dim=-1)
+    return _expected_coords(heatmap, 3)
 
 
 def sample_joint_features(feat: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
