@@ -80,6 +80,7 @@ __attribute__((noinline)) void channel_run(const TileJob& j, const FusedTile* fu
   const int64_t a_stride = j.k_words * kLanes, k_words = j.k_words, plane = j.out_plane, O = j.out_channels;
   const uint64_t* w = j.w + o * j.ldw;
   const __m512i k_bits = _mm512_set1_epi32(j.k_bits);
+  const __m512 k_bits_f = _mm512_set1_ps(float(j.k_bits)), two = _mm512_set1_ps(2.0f);
   const __m512 scale = _mm512_set1_ps(j.ep.scale[o]), bias = _mm512_set1_ps(j.ep.bias[o]);
   const bool rprelu = j.ep.rprelu != nullptr, post = j.ep.post != nullptr;
   const __m512 beta = _mm512_set1_ps(rprelu ? j.ep.rprelu[o] : 0.0f);
@@ -123,9 +124,17 @@ __attribute__((noinline)) void channel_run(const TileJob& j, const FusedTile* fu
       const int64_t at = p0[i] + m * kLanes;
       const __mmask16 live = t.live[pair];
       const __m512i r = narrow_pair(acc[m], m + 1 < MB ? acc[m + 1] : _mm512_setzero_si512());
-      __m512i v = _mm512_sub_epi32(k_bits, _mm512_add_epi32(r, r));
-      if (t.border[pair]) v = _mm512_sub_epi32(v, _mm512_permutexvar_epi32(t.ids[pair], _mm512_loadu_si512(corr)));
-      __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), scale), bias);
+      // k_bits - 2 r (- the padding correction): as one exact FMA on the float count where no tap is padding
+      // (every term an integer below 2^24), in integers where the correction applies.
+      __m512 v;
+      if (t.border[pair]) {
+        const __m512i corrected = _mm512_sub_epi32(_mm512_sub_epi32(k_bits, _mm512_add_epi32(r, r)),
+                                                   _mm512_permutexvar_epi32(t.ids[pair], _mm512_loadu_si512(corr)));
+        v = _mm512_cvtepi32_ps(corrected);
+      } else {
+        v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(r), two, k_bits_f);
+      }
+      __m512 y = _mm512_add_ps(_mm512_mul_ps(v, scale), bias);
       if (rprelu) {
         const __m512 s = _mm512_sub_ps(y, gamma);
         const __mmask16 positive = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
