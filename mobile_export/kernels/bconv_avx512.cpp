@@ -111,7 +111,8 @@ __attribute__((noinline)) void channel_run(const TileJob& j, const FusedTile* fu
     // The first word's counts start the sums (k_words >= 1): no adds to zero.
     __m512i acc[MB];
     const __m512i w0 = _mm512_set1_epi64(static_cast<long long>(w[0]));
-    for (int m = 0; m < MB; ++m) acc[m] = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(a + m * a_stride), w0));
+    for (int m = 0; m < MB; ++m)
+      acc[m] = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(a + m * a_stride), w0));
     for (int64_t k = 1; k < k_words; ++k) {
       const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[k]));
       for (int m = 0; m < MB; ++m) {
