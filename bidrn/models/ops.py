@@ -135,6 +135,8 @@ def _expected_coords(logits: torch.Tensor, ndim: int) -> torch.Tensor:
     sizes = tuple(logits.shape[-ndim:])
     prob = F.softmax(logits.flatten(-ndim), dim=-1)
     coords = torch.from_numpy(_grid_coords(sizes))  # shares the cached array: never written
+    # Converted only where it differs, so an exported graph (float32, CPU) gets no copy between the
+    # constant and the product (export.drop_constant_copies removes the one torch.export adds).
     if coords.dtype != prob.dtype or coords.device != prob.device:
         coords = coords.to(device=prob.device, dtype=prob.dtype)
     return torch.matmul(prob, coords)
