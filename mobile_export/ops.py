@@ -335,8 +335,11 @@ def skin_reference(points, rot, trans, vertices, offsets, joints, weights):
     """Linear blend skinning (SMPL-X Eq. 1) with the skinning weights as a CSR matrix (int32 indices) whose row
     i is vertex vertices[i]: it blends the transforms of joints[offsets[i]:offsets[i + 1]] with those weights.
     points B x V x 3, rot B x J x 3 x 3, trans B x J x 3 -> B x V x 3, rounded as the C++ kernel (skin.cpp):
-    the products summed in CSR order, then R v + t term by term, left to right."""
+    the products summed in CSR order, then R v + t term by term, left to right. `vertices` must be a permutation
+    of [0, V), as the kernel requires (a repeated vertex would leave another one's row unwritten there)."""
     b, v = points.shape[:2]
+    if not torch.equal(torch.sort(vertices.long()).values, torch.arange(v, device=vertices.device)):
+        raise ValueError(f"vertices must be a permutation of [0, {v}) (each index once)")
     rows = torch.repeat_interleave(vertices.long(), (offsets[1:] - offsets[:-1]).long())
     per_entry = torch.cat([rot.reshape(b, -1, 9), trans], dim=-1)[:, joints.long()] * weights[:, None]  # B x nnz x 12
     m = points.new_zeros(b, v, 12).index_add_(1, rows, per_entry)  # blended R (row-major) and t

@@ -66,7 +66,7 @@ def test_the_kernel_equals_its_reference_and_the_dense_blend_on_the_body_model(t
     torch.testing.assert_close(got, skin(layer.lbs_weights, rot, trans, points), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", ["joint", "vertex", "offsets", "last offset"])
+@pytest.mark.parametrize("bad", ["joint", "vertex", "repeated vertex", "offsets", "last offset"])
 def test_a_bad_sparse_matrix_is_refused_not_read_out_of_bounds(tmp_path, bad, capfd):
     points, rot, trans = torch.randn(1, 2, 3), torch.eye(3).repeat(1, 2, 1, 1), torch.zeros(1, 2, 3)
 
@@ -77,7 +77,8 @@ def test_a_bad_sparse_matrix_is_refused_not_read_out_of_bounds(tmp_path, bad, ca
     method = _program(tmp_path, (points, rot, trans, *good.values()))
     change, words = {
         "joint": (dict(joints=index(0, 5)), "every joint index lie in [0, J)"),
-        "vertex": (dict(vertices=index(0, 2)), "every vertex index must lie in [0, V)"),
+        "vertex": (dict(vertices=index(0, 2)), "vertices must be a permutation of [0, V)"),
+        "repeated vertex": (dict(vertices=index(1, 1)), "vertices must be a permutation of [0, V)"),
         "offsets": (dict(offsets=index(0, 3, 2)), "offsets rise"),
         "last offset": (dict(offsets=index(0, 1, 1)), "offsets must rise from 0 to len(joints)"),
     }[bad]
@@ -101,3 +102,12 @@ def test_the_exported_body_layer_skins_with_the_op(tmp_path):
     # The mesh spans about 1.7 m; the two blends differ in float32 rounding only.
     torch.testing.assert_close(got.vertices, want.vertices, rtol=0, atol=1e-5)
     torch.testing.assert_close(got.joints, want.joints, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("vertices", [(1, 1), (0, 2)])
+def test_the_reference_refuses_what_the_kernel_refuses(vertices):
+    points, rot, trans = torch.randn(1, 2, 3), torch.eye(3).repeat(1, 2, 1, 1), torch.zeros(1, 2, 3)
+    index = torch.tensor(vertices, dtype=torch.int32)
+    csr = (torch.tensor([0, 1, 2], dtype=torch.int32), torch.tensor([0, 1], dtype=torch.int32), torch.ones(2))
+    with pytest.raises(ValueError, match="permutation"):
+        ops.skin_reference(points, rot, trans, index, *csr)

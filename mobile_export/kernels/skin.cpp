@@ -91,6 +91,9 @@ Tensor& skin_out(KernelRuntimeContext& ctx, const Tensor& points, const Tensor& 
   // Per joint its transform as three rows (R[r][0], R[r][1], R[r][2], t[r]): 12 contiguous floats, blended as
   // three 4-lane vectors.
   std::vector<float> rows(size_t(j) * 12);
+  // `vertices` must be a permutation of [0, V): a repeated vertex would leave another one's output unwritten.
+  // Checked on the first image as the rows are read (a bit per vertex).
+  std::vector<uint64_t> seen(size_t((v + 63) / 64), 0);
   bool bad = false;
   for (int64_t bi = 0; bi < b && !bad; ++bi) {
     for (int64_t ji = 0; ji < j; ++ji)
@@ -107,6 +110,12 @@ Tensor& skin_out(KernelRuntimeContext& ctx, const Tensor& points, const Tensor& 
       if (bad || static_cast<uint32_t>(vid[i]) >= static_cast<uint64_t>(v) || off[i + 1] < off[i] || off[i + 1] > nnz) {
         bad = true;
         break;
+      }
+      if (bi == 0) {  // branch-free: a repeated vertex only marks the call bad
+        uint64_t& word = seen[size_t(vid[i]) >> 6];
+        const uint64_t bit = uint64_t(1) << (vid[i] & 63);
+        bad |= (word & bit) != 0;
+        word |= bit;
       }
       const float* pv = p + int64_t(vid[i]) * 3;
       float* ov = o + int64_t(vid[i]) * 3;
@@ -134,7 +143,8 @@ Tensor& skin_out(KernelRuntimeContext& ctx, const Tensor& points, const Tensor& 
     }
   }
   ET_KERNEL_CHECK_MSG(ctx, !bad, InvalidArgument, out,
-                      "every vertex index must lie in [0, V), offsets rise and every joint index lie in [0, J)");
+                      "vertices must be a permutation of [0, V) (each index once), offsets rise and every joint "
+                      "index lie in [0, J)");
   return out;
 }
 
