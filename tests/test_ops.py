@@ -485,3 +485,17 @@ def test_flips_export():
     coords = torch.rand(2, 20, 3) * 8
     assert_exports_and_matches(functools.partial(ops.flip_x, width=8), coords)
     assert_exports_and_matches(ops.flip_axis_angle, torch.randn(2, 15, 3))
+
+
+def test_position_net_takes_one_softmax_for_its_heatmap_and_its_soft_argmax():
+    from bidrn.models.heads import PositionNet
+
+    torch.manual_seed(0)
+    net = PositionNet(16, joint_num=5, depth=4).eval()
+    feat = torch.randn(2, 16, 6, 3)
+    heatmap, joint_img = net(feat)
+    logits = net.conv(feat).view(2, 5, 4, 6, 3)
+    # Bit for bit what the two separate calls gave: the same softmax, the same product.
+    assert torch.equal(heatmap, torch.softmax(logits.flatten(2), dim=2).view_as(logits))
+    assert torch.equal(joint_img, ops.soft_argmax_3d(logits))
+    assert heatmap.shape == (2, 5, 4, 6, 3) and joint_img.shape == (2, 5, 3)

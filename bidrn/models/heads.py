@@ -38,9 +38,10 @@ class PositionNet(nn.Module):
     def forward(self, feat):
         b, _, h, w = feat.shape
         logits = self.conv(feat).view(b, self.joint_num, self.depth, h, w)
-        joint_img = ops.soft_argmax_3d(logits)
-        heatmap = torch.softmax(logits.flatten(2), dim=2).view_as(logits)
-        return heatmap, joint_img
+        # One softmax for both: the heatmap and the soft-argmax's probabilities (ops.soft_argmax_3d's).
+        prob = torch.softmax(logits.flatten(2), dim=2)
+        joint_img = ops.expected_coords(prob, (self.depth, h, w))
+        return prob.view_as(logits), joint_img
 
 
 class BoxNet(nn.Module):

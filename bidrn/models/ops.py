@@ -126,20 +126,24 @@ def _grid_coords(sizes: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.stack([g.reshape(-1) for g in reversed(grid)], axis=-1))
 
 
-def _expected_coords(logits: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Softmax over the last ndim axes, then the expected cell index along each: one matrix product of the
-    probabilities with the cells' coordinates (prob (... x N) @ coords (N x ndim)). The same value as summing
-    the marginals and weighting them (the form of Sun et al.), in another order of the float sums; it runs as
-    one matmul in eager and in the exported program (the marginal sums were six generic reductions there,
-    about 0.4 ms of the int8 BiDRN's 58 ms)."""
-    sizes = tuple(logits.shape[-ndim:])
-    prob = F.softmax(logits.flatten(-ndim), dim=-1)
-    coords = torch.from_numpy(_grid_coords(sizes))  # shares the cached array: never written
+def expected_coords(prob: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    """The expected cell index along each axis of a grid of the given sizes (slowest first), for probabilities
+    over its cells (... x prod(sizes), row-major): ... x len(sizes), x (the last axis) first. One matrix product
+    of the probabilities with the cells' coordinates (prob (... x N) @ coords (N x ndim)): the same value as
+    summing the marginals and weighting them (the form of Sun et al.), in another order of the float sums; it
+    runs as one matmul in eager and in the exported program (the marginal sums were six generic reductions
+    there, about 0.4 ms of the int8 BiDRN's 58 ms)."""
+    coords = torch.from_numpy(_grid_coords(tuple(int(n) for n in sizes)))  # shares the cached array: never written
     # Converted only where it differs, so an exported graph (float32, CPU) gets no copy between the
     # constant and the product (export.drop_constant_copies removes the one torch.export adds).
     if coords.dtype != prob.dtype or coords.device != prob.device:
         coords = coords.to(device=prob.device, dtype=prob.dtype)
     return torch.matmul(prob, coords)
+
+
+def _expected_coords(logits: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Softmax over the last ndim axes, then the expected cell index along each (expected_coords)."""
+    return expected_coords(F.softmax(logits.flatten(-ndim), dim=-1), tuple(logits.shape[-ndim:]))
 
 
 def soft_argmax_2d(heatmap: torch.Tensor) -> torch.Tensor:
