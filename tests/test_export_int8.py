@@ -74,7 +74,7 @@ def test_every_full_precision_conv_and_linear_runs_as_an_xnnpack_int8_op(int8_ex
     events = etdump_event_names(report.path, export.example_image(model.cfg))
     events = [e for e in events if e.startswith(XNNPACK_MAC_OPS)]
     # The three soft-argmaxes (body and hand joints, BoxNet's centres) are float32 products of the probabilities
-    # with the cells' coordinates (ops._expected_coords), not layers: not quantized.
+    # with the cells' coordinates (ops.expected_coords), not layers: not quantized.
     soft_argmax = [e for e in events if e.startswith("Fully Connected (NC, F32)")]
     assert len(soft_argmax) == 3, sorted(set(events))
     events = [e for e in events if e not in soft_argmax]
