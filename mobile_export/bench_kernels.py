@@ -132,7 +132,7 @@ TURN_SECONDS = 0.02  # how long each program runs per turn of a round (at least 
 
 
 def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor, min_seconds: float,
-                  rounds: int = 15) -> dict[str, float]:
+                  rounds: int = 15, core: dict[str, list] | None = None) -> dict[str, float]:
     """Median ms of `forward` for each program, measured in interleaved rounds so that the machine's load
     swings hit every program alike (the ratios are what matters). programs: name -> (pte, kernel path).
 
@@ -143,7 +143,8 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     0.67, 0.61, 0.59 ms for the first three runs after the fp32 conv, 0.53 ms steady), an effect of the
     switch, not of either kernel; short turns would fold it into the small program's time only.
     Each run is the program's execute alone (:func:`mobile_export.bench_model.load_forward`: no copy of the
-    outputs, the garbage collector off while timing)."""
+    outputs, the garbage collector off while timing). Where ``core`` is given, the core's state probed before
+    each round (:func:`mobile_export.kernel_library.probe`) is appended to its ``clock_ghz`` and ``tile_ns``."""
     from mobile_export import kernel_library
     from mobile_export.bench_model import load_forward, timing
 
@@ -154,6 +155,9 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     first = True
     with timing():
         while first or min(len(t) for t in times.values()) < rounds or time.perf_counter() - start < min_seconds:
+            if core is not None:
+                for key, value in kernel_library.probe().items():
+                    core[key].append(value)
             for name, forward in forwards.items():
                 with kernel_library.using_path(programs[name][1] or kernel_library.active_path()):
                     for _ in range(3 if first else 1):  # warm-up: the very first runs are 1.3-3x slower
@@ -184,9 +188,13 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
             continue
         programs = {"fp32": (folder / f"{layer.name}.fp32.pte", None), "int8": (folder / f"{layer.name}.int8.pte", None)}
         programs |= {f"binary_{p}": (folder / f"{layer.name}.binary.pte", p) for p in paths}
-        ms = time_programs(programs, _example_input(layer), min_seconds)
+        core = {"clock_ghz": [], "tile_ns": []}
+        ms = time_programs(programs, _example_input(layer), min_seconds, core=core)
         row = {"layer": layer.name, "kind": layer.kind, "threads": threads, "macs": layer.macs, "path": best,
-               "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"]}
+               "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"],
+               "clock_ghz": statistics.median(core["clock_ghz"]), "clock_ghz_min": min(core["clock_ghz"])}
+        tiles = [t for t in core["tile_ns"] if t]
+        row["tile_ns"], row["tile_ns_max"] = (statistics.median(tiles), max(tiles)) if tiles else (None, None)
         for path in paths:
             row[f"binary_ms_{path}"] = ms[f"binary_{path}"]
             row[f"fp32_over_{path}"] = ms["fp32"] / ms[f"binary_{path}"]
@@ -225,14 +233,21 @@ def run(layer_names: list[str] | None, threads: list[int], paths: list[str] | No
 
 
 def format_table(rows: list[dict]) -> str:
+    """The rows as a table; the last columns are the core's clock and tile unit over the layer's rounds (median,
+    and the lowest clock / slowest tile multiply seen), which tell a shared machine's slow minutes."""
     paths = sorted({k[len("binary_ms_"):] for r in rows for k in r if k.startswith("binary_ms_")})
+    tiles = any(r.get("tile_ns") for r in rows)
     head = f"{'layer':28s} {'thr':>3s} {'fp32 ms':>8s} {'int8 ms':>8s}" + "".join(
-        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s}" for p in paths)
+        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s}" for p in paths) + f" {'GHz (min)':>10s}" + (
+        f" {'tile ns (max)':>14s}" if tiles else "")
     lines = [head]
     for r in rows:
         line = f"{r['layer']:28s} {r['threads']:3d} {r['fp32_ms']:8.3f} {r['int8_ms']:8.3f}"
         for p in paths:
             line += f" {r[f'binary_ms_{p}']:11.3f} {r[f'fp32_over_{p}']:11.1f}x {r[f'int8_over_{p}']:11.1f}x"
+        line += f" {r['clock_ghz']:4.2f} ({r['clock_ghz_min']:.2f})"
+        if tiles:
+            line += f" {r['tile_ns']:6.1f} ({r['tile_ns_max']:5.1f})" if r.get("tile_ns") else f" {'-':>14s}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -90,15 +90,41 @@ def _time_worker(paths: list[str], threads: int, runs: int, warmup: int) -> list
     for forward, x in zip(forwards, inputs):
         for _ in range(warmup):  # the first executes are 1.3-3x slower
             forward(x)
+    from mobile_export import kernel_library
+
     times: list[list[float]] = [[] for _ in paths]
+    probes = []
     with timing():
         for _ in range(runs):
+            probes.append(kernel_library.probe())  # the core's clock and tile rate for this round
             for i, (forward, x) in enumerate(zip(forwards, inputs)):
                 t0 = time.perf_counter()
                 forward(x)
                 times[i].append((time.perf_counter() - t0) * 1e3)
+    core = {"clock_ghz": [p["clock_ghz"] for p in probes], "tile_ns": [p["tile_ns"] for p in probes]}
     return [{"median_ms": statistics.median(t), "p90_ms": statistics.quantiles(t, n=10)[-1],
-             "min_ms": min(t), "mean_ms": statistics.fmean(t), "times_ms": t} for t in times]
+             "min_ms": min(t), "mean_ms": statistics.fmean(t), "times_ms": t, "core": core} for t in times]
+
+
+def at_speed(core: dict, clock_share: float = 0.9, tile_share: float = 0.8) -> list[bool]:
+    """Which rounds found the core at the run's best: clock at least ``clock_share`` of the run's highest and,
+    where there is a tile unit, its rate at least ``tile_share`` of the run's fastest. Relative to the run
+    itself, so a run that is slow throughout has all its rounds "at speed": read the clock beside it."""
+    clocks, tiles = core["clock_ghz"], core["tile_ns"]
+    top = max(clocks)
+    fastest = min((t for t in tiles if t), default=None)
+    return [c >= clock_share * top and (fastest is None or not t or fastest / t >= tile_share)
+            for c, t in zip(clocks, tiles)]
+
+
+def core_summary(core: dict) -> str:
+    """'clock 2.6-2.9 GHz (median 2.8), tile unit 5.9-14.1 ns per tdpbssd (median 6.2)' for one run."""
+    clocks = core["clock_ghz"]
+    text = f"clock {min(clocks):.1f}-{max(clocks):.1f} GHz (median {statistics.median(clocks):.1f})"
+    tiles = [t for t in core["tile_ns"] if t]
+    if tiles:
+        text += f", tile unit {min(tiles):.1f}-{max(tiles):.1f} ns per tdpbssd (median {statistics.median(tiles):.1f})"
+    return text
 
 
 def _memory_worker(path: str, threads: int) -> dict:
@@ -212,7 +238,12 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
     B's time / A's time in the same round (the two runs are next to each other, so a slow minute of a shared
     machine slows both: steadier than the ratio of medians when the load changes during the benchmark),
     ``min_speedup_vs`` = B min / A min (the fastest runs: the two programs with the least interference from
-    other tenants, an upper estimate of the quiet-machine ratio), and ``bytes_ratio_vs`` = A bytes / B bytes. Every row keeps its per-round times (``times_ms``).
+    other tenants, an upper estimate of the quiet-machine ratio), and ``bytes_ratio_vs`` = A bytes / B bytes.
+    Every row keeps its per-round times (``times_ms``) and the core's state probed before each round (``core``:
+    ``clock_ghz`` and ``tile_ns`` lists, :func:`mobile_export.kernel_library.probe`); A's row splits the
+    rounds' ratios by it: ``paired_speedup_at_speed`` over the ``rounds_at_speed`` rounds that found the core
+    at the run's best (:func:`at_speed`), ``paired_speedup_slowed`` over the ``rounds_slowed`` others (None
+    where there are none).
     """
     paths = [Path(p) for p in ptes]
     for p in paths:
@@ -233,7 +264,13 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
         a["vs"] = b["pte"]
         a["speedup_vs"] = b["median_ms"] / a["median_ms"]
         a["p90_speedup_vs"] = b["p90_ms"] / a["p90_ms"]
-        a["paired_speedup_vs"] = statistics.median(tb / ta for ta, tb in zip(a["times_ms"], b["times_ms"]))
+        ratios = [tb / ta for ta, tb in zip(a["times_ms"], b["times_ms"])]
+        a["paired_speedup_vs"] = statistics.median(ratios)
+        fast = at_speed(a["core"])
+        for key, keep in (("paired_speedup_at_speed", True), ("paired_speedup_slowed", False)):
+            picked = [r for r, f in zip(ratios, fast) if f == keep]
+            a[key] = statistics.median(picked) if picked else None
+            a[key.replace("paired_speedup", "rounds")] = len(picked)
         a["min_speedup_vs"] = b["min_ms"] / a["min_ms"]
         a["bytes_ratio_vs"] = a["bytes"] / b["bytes"]
     return rows
@@ -278,6 +315,13 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{a['model']} vs {rows[1]['model']}: {a['speedup_vs']:.2f}x faster (median), "
                      f"{a['paired_speedup_vs']:.2f}x (median of the rounds' ratios), {a['p90_speedup_vs']:.2f}x "
                      f"(p90), {a['min_speedup_vs']:.2f}x (fastest runs), {100 * a['bytes_ratio_vs']:.1f}% of the bytes")
+    if "core" in a:
+        lines.append(f"core during the rounds: {core_summary(a['core'])}")
+    if a.get("rounds_slowed"):
+        at_speed_text = (f"{a['paired_speedup_at_speed']:.2f}x over the {a['rounds_at_speed']} rounds at the run's best"
+                         if a["rounds_at_speed"] else "no round at the run's best")
+        lines.append(f"rounds' ratios by the core's state: {at_speed_text}, {a['paired_speedup_slowed']:.2f}x over "
+                     f"the {a['rounds_slowed']} with the clock or tile unit slowed")
     return "\n".join(lines)
 
 

@@ -429,8 +429,39 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     assert a["paired_speedup_vs"] == pytest.approx(statistics.median(rounds))
     assert a["min_speedup_vs"] == pytest.approx(min(b["times_ms"]) / min(a["times_ms"]))
     assert 1 / 1.5 < a["paired_speedup_vs"] < 1.5
+    # The core's state before each round, and the rounds' ratios split by it (every round on one side or
+    # the other; each side's ratio the median of its rounds).
+    assert len(a["core"]["clock_ghz"]) == len(a["core"]["tile_ns"]) == 9
+    assert a["rounds_at_speed"] + a["rounds_slowed"] == 9 and a["rounds_at_speed"] >= 1
+    fast = bench_model.at_speed(a["core"])
+    assert a["paired_speedup_at_speed"] == pytest.approx(statistics.median(r for r, f in zip(rounds, fast) if f))
     table = bench_model.format_table([a, b])
     assert "median of the rounds' ratios" in table and "(fastest runs)" in table
+    assert "core during the rounds: clock " in table
+
+
+def test_core_probe_reads_a_plausible_clock_and_tile_rate():
+    """The benchmarks' probe: a chain of dependent adds runs at one a cycle, so its rate is the clock, which
+    for any CPU this runs on lies between 0.5 and 6 GHz; the tile unit's `tdpbssd` takes 16 cycles on
+    Sapphire / Emerald Rapids (Intel's optimization manual), so at 0.5-6 GHz 2.6-32 ns, and up to about 2.5x
+    that with another tenant on the unit; no tile rate without the `amx` path."""
+    state = kernel_library.probe()
+    assert 0.5 < state["clock_ghz"] < 6.0
+    if "amx" in kernel_library.supported_paths():
+        assert 2.6 < state["tile_ns"] < 80
+    else:
+        assert state["tile_ns"] is None
+
+
+def test_rounds_at_speed_are_those_near_the_runs_best_clock_and_tile_rate():
+    from mobile_export import bench_model
+
+    # 90 % of the best clock (2.9 GHz) is 2.61 GHz; 80 % of the fastest tile rate (6 ns) is 7.5 ns.
+    core = {"clock_ghz": [2.9, 2.7, 2.6, 1.5, 2.9], "tile_ns": [6.0, 6.5, 6.2, 14.0, 7.6]}
+    assert bench_model.at_speed(core) == [True, True, False, False, False]
+    assert bench_model.at_speed({"clock_ghz": [2.0, 1.7, 1.9], "tile_ns": [None] * 3}) == [True, False, True]
+    assert bench_model.core_summary(core) == ("clock 1.5-2.9 GHz (median 2.7), "
+                                              "tile unit 6.0-14.0 ns per tdpbssd (median 6.5)")
 
 
 def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
@@ -456,6 +487,9 @@ def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
         assert row[f"int8_over_{path}"] == pytest.approx(row["int8_ms"] / row[f"binary_ms_{path}"])
     assert row["binary_ms"] == row[f"binary_ms_{row['path']}"]
     assert row["fp32_ratio"] == pytest.approx(row["fp32_ms"] / row["binary_ms"])
+    # The core's clock (and tile unit, where the CPU has one) over the layer's rounds.
+    assert 0.5 < row["clock_ghz_min"] <= row["clock_ghz"] < 6.0
+    assert (row["tile_ns"] is None) == ("amx" not in kernel_library.supported_paths())
 
 
 def test_bench_kernels_names_the_known_layers_when_given_an_unknown_one():

@@ -2,6 +2,7 @@
 // and the run-time choice of kernel path. The inner loops live in bconv_<isa>.cpp.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -653,6 +654,43 @@ int bidrn_kernels_amx_takes(const int64_t* v) {
 #else
   (void)v;
   return 0;
+#endif
+}
+
+double bidrn_probe_clock_ghz(int64_t adds) {
+  const int64_t steps = std::max<int64_t>(adds / 16, 1);
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    uint64_t x = static_cast<uint64_t>(rep), step = 1;
+    asm volatile("" : "+r"(step));  // a register operand: newer cores fold a chain of `add reg, imm` at rename
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) {
+      // Each add waits for the previous one (the empty asm keeps x in a register and the adds unmerged);
+      // the loop's own counter and branch run beside the chain.
+#define BIDRN_CHAIN_ADD x += step; asm volatile("" : "+r"(x));
+      BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD
+      BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD
+      BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD
+#undef BIDRN_CHAIN_ADD
+    }
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    if (ns > 0) best = std::max(best, static_cast<double>(steps * 16) / ns);
+  }
+  return best;
+}
+
+double bidrn_probe_tile_ns(int64_t multiplies) {
+#if defined(__x86_64__) && defined(BIDRN_AMX)
+  if (!bidrn::path_supported(bidrn::Path::kAmx)) return -1.0;
+  double best = -1.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double ns = bidrn::amx_probe_ns(multiplies);
+    if (best < 0 || ns < best) best = ns;
+  }
+  return best;
+#else
+  (void)multiplies;
+  return -1.0;
 #endif
 }
 

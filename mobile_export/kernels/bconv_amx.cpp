@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -576,6 +577,30 @@ const int8_t* expanded_weights(const ConvShape& s, const Plan& p, const uint64_t
 }
 
 }  // namespace
+
+double amx_probe_ns(int64_t multiplies) {
+  // Four independent accumulators (C 0-3) against one A and one B tile: the unit's throughput, no memory.
+  const int64_t steps = std::max<int64_t>(multiplies / 4, 1);
+  configure_tiles();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_zero(4);
+  _tile_zero(6);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) {
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 6);
+    _tile_dpbssd(2, 4, 6);
+    _tile_dpbssd(3, 4, 6);
+  }
+  alignas(64) static thread_local int32_t sink[16 * 16];
+  _tile_stored(3, sink, 64);  // the last multiply has finished before the clock stops
+  const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+  _tile_release();
+  return ns / static_cast<double>(steps * 4);
+}
 
 bool amx_available() {
   static const bool ok = [] {

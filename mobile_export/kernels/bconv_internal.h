@@ -124,6 +124,9 @@ bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args);
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel);
 // bidrn::int8_pointwise on the tile unit (checked arguments).
 void amx_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
+// Nanoseconds per `tdpbssd` of a register-only loop of `multiplies` independent tile multiplies (the
+// benchmarks' probe of the tile unit's rate; 16 cycles each on an uncontended Sapphire / Emerald Rapids core).
+double amx_probe_ns(int64_t multiplies);
 #endif
 
 const Kernels& kernels_for(Path p);
