@@ -144,7 +144,7 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     switch, not of either kernel; short turns would fold it into the small program's time only.
     Each run is the program's execute alone (:func:`mobile_export.bench_model.load_forward`: no copy of the
     outputs, the garbage collector off while timing). Where ``core`` is given, the core's state probed before
-    each round (:func:`mobile_export.kernel_library.probe`) is appended to its ``clock_ghz`` and ``tile_ns``."""
+    each round (:func:`mobile_export.kernel_library.probe`) is appended to its lists of the same keys."""
     from mobile_export import kernel_library
     from mobile_export.bench_model import load_forward, timing
 
@@ -188,11 +188,13 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
             continue
         programs = {"fp32": (folder / f"{layer.name}.fp32.pte", None), "int8": (folder / f"{layer.name}.int8.pte", None)}
         programs |= {f"binary_{p}": (folder / f"{layer.name}.binary.pte", p) for p in paths}
-        core = {"clock_ghz": [], "tile_ns": []}
+        core = {"clock_ghz": [], "adds_per_cycle": [], "tile_ns": []}
         ms = time_programs(programs, _example_input(layer), min_seconds, core=core)
         row = {"layer": layer.name, "kind": layer.kind, "threads": threads, "macs": layer.macs, "path": best,
                "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"],
-               "clock_ghz": statistics.median(core["clock_ghz"]), "clock_ghz_min": min(core["clock_ghz"])}
+               "clock_ghz": statistics.median(core["clock_ghz"]),
+               "adds_per_cycle": statistics.median(core["adds_per_cycle"]),
+               "adds_per_cycle_min": min(core["adds_per_cycle"])}
         tiles = [t for t in core["tile_ns"] if t]
         row["tile_ns"], row["tile_ns_max"] = (statistics.median(tiles), max(tiles)) if tiles else (None, None)
         for path in paths:
@@ -233,21 +235,22 @@ def run(layer_names: list[str] | None, threads: list[int], paths: list[str] | No
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows as a table; the last columns are the core's clock and tile unit over the layer's rounds (median,
-    and the lowest clock / slowest tile multiply seen), which tell a shared machine's slow minutes."""
+    """The rows as a table; the last columns are the core's state over the layer's rounds (the median, and
+    the worst seen): clock, independent adds a cycle (about half when another thread shares the core) and,
+    where there is one, the tile unit's ns per multiply; they tell a shared machine's slow minutes."""
     paths = sorted({k[len("binary_ms_"):] for r in rows for k in r if k.startswith("binary_ms_")})
     tiles = any(r.get("tile_ns") for r in rows)
     head = f"{'layer':28s} {'thr':>3s} {'fp32 ms':>8s} {'int8 ms':>8s}" + "".join(
-        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s}" for p in paths) + f" {'GHz (min)':>10s}" + (
-        f" {'tile ns (max)':>14s}" if tiles else "")
+        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s}" for p in paths) + (
+        f" {'GHz':>5s} {'adds/cycle':>11s}") + (f" {'tile ns':>12s}" if tiles else "")
     lines = [head]
     for r in rows:
         line = f"{r['layer']:28s} {r['threads']:3d} {r['fp32_ms']:8.3f} {r['int8_ms']:8.3f}"
         for p in paths:
             line += f" {r[f'binary_ms_{p}']:11.3f} {r[f'fp32_over_{p}']:11.1f}x {r[f'int8_over_{p}']:11.1f}x"
-        line += f" {r['clock_ghz']:4.2f} ({r['clock_ghz_min']:.2f})"
+        line += f" {r['clock_ghz']:5.2f} {r['adds_per_cycle']:4.1f} ({r['adds_per_cycle_min']:3.1f})"
         if tiles:
-            line += f" {r['tile_ns']:6.1f} ({r['tile_ns_max']:5.1f})" if r.get("tile_ns") else f" {'-':>14s}"
+            line += f" {r['tile_ns']:4.1f} ({r['tile_ns_max']:4.1f})" if r.get("tile_ns") else f" {'-':>12s}"
         lines.append(line)
     return "\n".join(lines)
 

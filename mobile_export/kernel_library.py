@@ -111,8 +111,8 @@ def load() -> ctypes.CDLL:
             lib.bidrn_binary_conv.restype = ctypes.c_char_p
             lib.bidrn_kernels_amx_takes.argtypes = [ctypes.POINTER(ctypes.c_int64)]
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
-            lib.bidrn_probe_clock_ghz.restype = lib.bidrn_probe_tile_ns.restype = ctypes.c_double
-            lib.bidrn_probe_clock_ghz.argtypes = lib.bidrn_probe_tile_ns.argtypes = [ctypes.c_int64]
+            for probe_fn in (lib.bidrn_probe_clock_ghz, lib.bidrn_probe_adds_per_ns, lib.bidrn_probe_tile_ns):
+                probe_fn.restype, probe_fn.argtypes = ctypes.c_double, [ctypes.c_int64]
             lib.bidrn_int8_pointwise.restype = ctypes.c_char_p
             lib.bidrn_int8_pointwise_kernel.restype = ctypes.c_char_p
             lib.bidrn_int8_conv_transpose2d.restype = ctypes.c_char_p
@@ -149,16 +149,24 @@ def int8_pointwise_kernel() -> str:
     return load().bidrn_int8_pointwise_kernel().decode()
 
 
-def probe(adds: int = 300_000, multiplies: int = 8_000) -> dict[str, float | None]:
-    """The state of the core this thread runs on, for benchmark reports (a shared machine's minutes differ):
-    ``clock_ghz``, from a chain of ``adds`` dependent register adds (one cycle each: the clock the core ran
-    at, turbo and throttling included), and ``tile_ns``, ns per tile multiply (``tdpbssd``) of a register-only
-    loop of ``multiplies`` (None without the `amx` path; 16 cycles each on an uncontended Sapphire / Emerald
-    Rapids core, about 2.5x that when another tenant shares the core's tile unit). Each is the best of three
-    chains; together about 0.4 ms."""
+def probe(adds: int = 240_000, multiplies: int = 8_000) -> dict[str, float | None]:
+    """The state of the core this thread runs on, for benchmark reports (a shared machine's minutes differ),
+    each the best of three short loops, about 0.3 ms in all:
+
+    - ``clock_ghz``: a chain of ``adds`` dependent register adds, one a cycle: the clock the core ran at;
+    - ``adds_per_cycle``: ``adds`` in eight independent chains per ns, over the clock: how many integer adds
+      the core's ALUs retire a cycle (about 4 on a core of Intel's Golden Cove family to itself); another
+      thread on the same core (SMT, e.g. another tenant of a VM host) takes ports and about halves it,
+      while the clock stays;
+    - ``tile_ns``: ns per tile multiply (``tdpbssd``) of a register-only loop of ``multiplies`` (None
+      without the `amx` path): 16 cycles on Sapphire / Emerald Rapids, about 2.5x that when another thread
+      uses the core's tile unit."""
     lib = load()
+    clock = lib.bidrn_probe_clock_ghz(adds)
+    rate = lib.bidrn_probe_adds_per_ns(adds)
     tile = lib.bidrn_probe_tile_ns(multiplies)
-    return {"clock_ghz": lib.bidrn_probe_clock_ghz(adds), "tile_ns": tile if tile > 0 else None}
+    return {"clock_ghz": clock, "adds_per_cycle": rate / clock if clock > 0 else 0.0,
+            "tile_ns": tile if tile > 0 else None}
 
 
 def set_path(name: str) -> None:
@@ -181,6 +189,6 @@ if __name__ == "__main__":
     print(library_path())
     print("kernel paths:", ", ".join(supported_paths()), "| active:", active_path())
     state = probe()
-    print(f"core clock {state['clock_ghz']:.2f} GHz (dependent adds)"
+    print(f"core: clock {state['clock_ghz']:.2f} GHz, {state['adds_per_cycle']:.1f} independent adds a cycle"
           + (f", tile unit {state['tile_ns']:.2f} ns per tdpbssd" if state["tile_ns"] else ""))
     sys.exit(0)

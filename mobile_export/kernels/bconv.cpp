@@ -679,6 +679,25 @@ double bidrn_probe_clock_ghz(int64_t adds) {
   return best;
 }
 
+double bidrn_probe_adds_per_ns(int64_t adds) {
+  const int64_t steps = std::max<int64_t>(adds / 8, 1);
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    uint64_t a = rep, b = 0, c = 0, d = 0, e = 0, f = 0, g = 0, h = 0, step = 1;
+    asm volatile("" : "+r"(step));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) {
+      // Eight independent adds a step: the rate is how many the core's ALUs retire per ns, which falls
+      // when another thread shares the core's ports (SMT) while a single chain's rate does not.
+      a += step, b += step, c += step, d += step, e += step, f += step, g += step, h += step;
+      asm volatile("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d), "+r"(e), "+r"(f), "+r"(g), "+r"(h));
+    }
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    if (ns > 0) best = std::max(best, static_cast<double>(steps * 8) / ns);
+  }
+  return best;
+}
+
 double bidrn_probe_tile_ns(int64_t multiplies) {
 #if defined(__x86_64__) && defined(BIDRN_AMX)
   if (!bidrn::path_supported(bidrn::Path::kAmx)) return -1.0;

@@ -108,11 +108,13 @@ BIDRN_API const char* bidrn_kernels_supported_paths();   // comma-separated, bes
 // 1 when the `amx` path runs this conv (shape13 as below, not transposed, float output) on the tile unit
 // rather than on the AVX-512 kernels; 0 otherwise, and on builds or CPUs without it.
 BIDRN_API int bidrn_kernels_amx_takes(const int64_t* shape13);
-// Probes of the core this thread runs on, for the benchmarks' reports (a shared VM's minutes differ):
-// the clock in GHz from a chain of `adds` dependent integer adds (one cycle each), the best of three
-// chains; and ns per tile multiply (`tdpbssd`) of a register-only loop of `multiplies`, best of three,
-// or -1 where the `amx` path is not available.
+// Probes of the core this thread runs on, for the benchmarks' reports (a shared VM's minutes differ), each
+// the best of three loops: the clock in GHz from a chain of `adds` dependent integer adds (one cycle each);
+// the integer adds per ns of `adds` in eight independent chains (the ALUs' throughput, which a busy SMT
+// sibling on the same core halves while the clock stays); ns per tile multiply (`tdpbssd`) of a
+// register-only loop of `multiplies`, or -1 where the `amx` path is not available.
 BIDRN_API double bidrn_probe_clock_ghz(int64_t adds);
+BIDRN_API double bidrn_probe_adds_per_ns(int64_t adds);
 BIDRN_API double bidrn_probe_tile_ns(int64_t multiplies);
 BIDRN_API const char* bidrn_binary_conv(const int64_t* shape13, int transposed, const float* x_float,
                               const uint64_t* x_packed, const uint64_t* weight, const float* scale,
