@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobile_export.bench_model import at_speed
 from mobile_export.layer_shapes import LayerShape, benchmark_layers
 
 
@@ -132,7 +133,8 @@ TURN_SECONDS = 0.02  # how long each program runs per turn of a round (at least 
 
 
 def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor, min_seconds: float,
-                  rounds: int = 15, core: dict[str, list] | None = None) -> dict[str, float]:
+                  rounds: int = 15, core: dict[str, list] | None = None,
+                  per_round: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Median ms of `forward` for each program, measured in interleaved rounds so that the machine's load
     swings hit every program alike (the ratios are what matters). programs: name -> (pte, kernel path).
 
@@ -144,7 +146,8 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     switch, not of either kernel; short turns would fold it into the small program's time only.
     Each run is the program's execute alone (:func:`mobile_export.bench_model.load_forward`: no copy of the
     outputs, the garbage collector off while timing). Where ``core`` is given, the core's state probed before
-    each round (:func:`mobile_export.kernel_library.probe`) is appended to its lists of the same keys."""
+    each round (:func:`mobile_export.kernel_library.probe`) is appended to its lists of the same keys, and
+    where ``per_round`` is given, each program's median ms of each round to its list."""
     from mobile_export import kernel_library
     from mobile_export.bench_model import load_forward, timing
 
@@ -162,10 +165,14 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
                 with kernel_library.using_path(programs[name][1] or kernel_library.active_path()):
                     for _ in range(3 if first else 1):  # warm-up: the very first runs are 1.3-3x slower
                         forward(x)
+                    turn = []
                     for _ in range(per_turn[name]):
                         t0 = time.perf_counter()
                         forward(x)
-                        times[name].append(time.perf_counter() - t0)
+                        turn.append(time.perf_counter() - t0)
+                    times[name] += turn
+                    if per_round is not None:
+                        per_round.setdefault(name, []).append(statistics.median(turn) * 1e3)
             if first:
                 per_turn = {name: max(3, min(50, int(TURN_SECONDS / statistics.median(t)))) for name, t in times.items()}
             first = False
@@ -188,8 +195,8 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
             continue
         programs = {"fp32": (folder / f"{layer.name}.fp32.pte", None), "int8": (folder / f"{layer.name}.int8.pte", None)}
         programs |= {f"binary_{p}": (folder / f"{layer.name}.binary.pte", p) for p in paths}
-        core = {"clock_ghz": [], "adds_per_cycle": [], "tile_ns": []}
-        ms = time_programs(programs, _example_input(layer), min_seconds, core=core)
+        core, rounds = {"clock_ghz": [], "adds_per_cycle": [], "tile_ns": []}, {}
+        ms = time_programs(programs, _example_input(layer), min_seconds, core=core, per_round=rounds)
         row = {"layer": layer.name, "kind": layer.kind, "threads": threads, "macs": layer.macs, "path": best,
                "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"],
                "clock_ghz": statistics.median(core["clock_ghz"]),
@@ -202,6 +209,19 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
             row[f"fp32_over_{path}"] = ms["fp32"] / ms[f"binary_{path}"]
             row[f"int8_over_{path}"] = ms["int8"] / ms[f"binary_{path}"]
         row["fp32_ratio"], row["int8_ratio"] = row[f"fp32_over_{best}"], row[f"int8_over_{best}"]
+        # The rounds split by the core's state (bench_model.at_speed), each side's ratios those of its rounds'
+        # median times, for the dispatched path.
+        fast = at_speed(core)
+        for key, keep in (("at_speed", True), ("core_shared", False)):
+            picked = [i for i, f in enumerate(fast) if f == keep]
+            if not picked:
+                row[key] = None
+                continue
+            med = {name: statistics.median(rounds[name][i] for i in picked) for name in ("fp32", "int8", f"binary_{best}")}
+            row[key] = {"rounds": len(picked), "binary_ms": med[f"binary_{best}"], "fp32_ms": med["fp32"],
+                        "int8_ms": med["int8"], "fp32_ratio": med["fp32"] / med[f"binary_{best}"],
+                        "int8_ratio": med["int8"] / med[f"binary_{best}"]}
+        row["core"], row["round_ms"] = core, rounds  # per round: the core's state, each program's median ms
         rows.append(row)
     return rows
 
@@ -252,6 +272,14 @@ def format_table(rows: list[dict]) -> str:
         if tiles:
             line += f" {r['tile_ns']:4.1f} ({r['tile_ns_max']:4.1f})" if r.get("tile_ns") else f" {'-':>12s}"
         lines.append(line)
+    split = [r for r in rows if r.get("core_shared")]
+    if split:
+        lines.append("rounds by the core's state (median ms over those rounds; the dispatched path):")
+        for r in split:
+            parts = [f"{label} ({s['rounds']} rounds) {s['binary_ms']:.3f} ms, {s['fp32_ratio']:.1f}x / "
+                     f"{s['int8_ratio']:.1f}x" for label, s in (("at speed", r["at_speed"]),
+                                                                ("core shared", r["core_shared"])) if s]
+            lines.append(f"  {r['layer']:28s} {r['threads']} thr: " + "; ".join(parts))
     return "\n".join(lines)
 
 

@@ -9,12 +9,16 @@
 `export` replaces every binary layer by a bidrn:: op with bit-packed weights and lowers the rest to XNNPACK
 (mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
 with the full-precision Hand4Whole .pte of the same architecture (exported to --reference once, then reused).
-`bench model` times whole programs side by side (mobile_export/bench_model.py).
+`bench model` times whole programs side by side (mobile_export/bench_model.py) and splits the rounds' ratios
+by the core's state probed before each round.
 
 Each binary layer shape of BiDRN (and the reference layer ``ref3x3_256_28``) is exported as a small .pte with
 the bidrn:: op, and as XNNPACK fp32 and int8 .pte files of the same shape; all are timed in the same run,
 one thread unless asked. ``--json`` prints a list of objects with ``layer``, ``threads``, ``binary_ms``
-(the dispatched kernel path), ``fp32_ms``, ``int8_ms``, their ratios, and ``binary_ms_<path>`` per path.
+(the dispatched kernel path), ``fp32_ms``, ``int8_ms``, their ratios, and ``binary_ms_<path>`` per path;
+the core's state over the rounds (``clock_ghz``, ``adds_per_cycle``, ``tile_ns``: a shared machine's slow
+minutes are another thread on the core, about half the adds a cycle) and the rounds split by it
+(``at_speed``, ``core_shared``: rounds, medians and ratios of each side).
 """
 from __future__ import annotations
 
