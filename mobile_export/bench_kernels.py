@@ -146,7 +146,8 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     switch, not of either kernel; short turns would fold it into the small program's time only.
     Each run is the program's execute alone (:func:`mobile_export.bench_model.load_forward`: no copy of the
     outputs, the garbage collector off while timing). Where ``core`` is given, the core's state probed before
-    each round (:func:`mobile_export.kernel_library.probe`) is appended to its lists of the same keys, and
+    each round and after the last (:func:`mobile_export.kernel_library.probe`) is appended to its lists of the
+    same keys, and
     where ``per_round`` is given, each program's median ms of each round to its list."""
     from mobile_export import kernel_library
     from mobile_export.bench_model import load_forward, timing
@@ -176,6 +177,9 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
             if first:
                 per_turn = {name: max(3, min(50, int(TURN_SECONDS / statistics.median(t)))) for name, t in times.items()}
             first = False
+    if core is not None:  # and after the last round
+        for key, value in kernel_library.probe().items():
+            core[key].append(value)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 

@@ -96,26 +96,30 @@ def _time_worker(paths: list[str], threads: int, runs: int, warmup: int) -> list
     probes = []
     with timing():
         for _ in range(runs):
-            probes.append(kernel_library.probe())  # the core's clock and tile rate for this round
+            probes.append(kernel_library.probe())  # the core's state before this round
             for i, (forward, x) in enumerate(zip(forwards, inputs)):
                 t0 = time.perf_counter()
                 forward(x)
                 times[i].append((time.perf_counter() - t0) * 1e3)
+        probes.append(kernel_library.probe())  # and after the last
     core = {key: [p[key] for p in probes] for key in probes[0]}
     return [{"median_ms": statistics.median(t), "p90_ms": statistics.quantiles(t, n=10)[-1],
              "min_ms": min(t), "mean_ms": statistics.fmean(t), "times_ms": t, "core": core} for t in times]
 
 
 def at_speed(core: dict, share: float = 0.75) -> list[bool]:
-    """Which rounds found the core at the run's best: its ALUs' rate (``adds_per_cycle``) at least ``share`` of
-    the run's highest and, where there is a tile unit, the tile rate at least ``share`` of the run's fastest.
-    On this project's 2-core VMs the slow stretches are another tenant on the same core (SMT), seen as about
-    half the adds a cycle at the same clock (docs/export.md). Relative to the run itself, so a run that is
-    slowed throughout has all its rounds "at speed": read the adds a cycle beside it."""
+    """Which rounds ran with the core at the run's best. ``core`` holds the probes taken before each round and
+    after the last (one more than the rounds); a probe is at the best where the ALUs' rate (``adds_per_cycle``)
+    is at least ``share`` of the run's highest and, where there is a tile unit, the tile rate at least
+    ``share`` of the run's fastest; a round is at speed where the probes on both sides of it are. On this
+    project's 2-core VMs the slow stretches are another tenant on the same core (SMT), seen as about half
+    the adds a cycle at the same clock (docs/export.md). Relative to the run itself, so a run that is slowed
+    throughout has all its rounds "at speed": read the adds a cycle beside it."""
     rates, tiles = core["adds_per_cycle"], core["tile_ns"]
     top = max(rates)
     fastest = min((t for t in tiles if t), default=None)
-    return [r >= share * top and (fastest is None or not t or fastest / t >= share) for r, t in zip(rates, tiles)]
+    ok = [r >= share * top and (fastest is None or not t or fastest / t >= share) for r, t in zip(rates, tiles)]
+    return [before and after for before, after in zip(ok, ok[1:])]
 
 
 def core_summary(core: dict) -> str:
@@ -241,7 +245,7 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
     machine slows both: steadier than the ratio of medians when the load changes during the benchmark),
     ``min_speedup_vs`` = B min / A min (the fastest runs: the two programs with the least interference from
     other tenants, an upper estimate of the quiet-machine ratio), and ``bytes_ratio_vs`` = A bytes / B bytes.
-    Every row keeps its per-round times (``times_ms``) and the core's state probed before each round (``core``:
+    Every row keeps its per-round times (``times_ms``) and the core's state probed around the rounds (``core``:
     ``clock_ghz``, ``adds_per_cycle`` and ``tile_ns`` lists, :func:`mobile_export.kernel_library.probe`); A's
     row splits the rounds' ratios by it: ``paired_speedup_at_speed`` over the ``rounds_at_speed`` rounds that found the core
     at the run's best (:func:`at_speed`), ``paired_speedup_slowed`` over the ``rounds_slowed`` others (None

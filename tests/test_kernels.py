@@ -431,7 +431,7 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     assert 1 / 1.5 < a["paired_speedup_vs"] < 1.5
     # The core's state before each round, and the rounds' ratios split by it (every round on one side or
     # the other; each side's ratio the median of its rounds).
-    assert all(len(a["core"][key]) == 9 for key in ("clock_ghz", "adds_per_cycle", "tile_ns"))
+    assert all(len(a["core"][key]) == 10 for key in ("clock_ghz", "adds_per_cycle", "tile_ns"))  # and after
     assert a["rounds_at_speed"] + a["rounds_slowed"] == 9 and a["rounds_at_speed"] >= 1
     fast = bench_model.at_speed(a["core"])
     assert a["paired_speedup_at_speed"] == pytest.approx(statistics.median(r for r, f in zip(rounds, fast) if f))
@@ -459,12 +459,14 @@ def test_core_probe_reads_a_plausible_clock_issue_rate_and_tile_rate():
 def test_rounds_at_speed_are_those_near_the_runs_best_issue_and_tile_rates():
     from mobile_export import bench_model
 
-    # 75 % of the best rate (4.0 adds a cycle) is 3.0; 75 % of the fastest tile rate (6 ns) is 8 ns.
+    # Five probes around four rounds. 75 % of the best rate (4.0 adds a cycle) is 3.0; 75 % of the fastest
+    # tile rate (6 ns) is 8 ns: the probes are at the best, at the best, at the best, not (2.0), not (8.1 ns),
+    # and a round is at speed where both of its probes are.
     core = {"clock_ghz": [2.7, 2.7, 2.5, 2.6, 2.6], "adds_per_cycle": [4.0, 3.9, 3.0, 2.0, 3.9],
             "tile_ns": [6.0, 6.5, 6.2, 6.4, 8.1]}
-    assert bench_model.at_speed(core) == [True, True, True, False, False]
-    no_tiles = {"clock_ghz": [2.0] * 3, "adds_per_cycle": [4.0, 2.9, 3.1], "tile_ns": [None] * 3}
-    assert bench_model.at_speed(no_tiles) == [True, False, True]
+    assert bench_model.at_speed(core) == [True, True, False, False]
+    no_tiles = {"clock_ghz": [2.0] * 4, "adds_per_cycle": [4.0, 3.1, 2.9, 3.1], "tile_ns": [None] * 4}
+    assert bench_model.at_speed(no_tiles) == [True, False, False]
     assert bench_model.core_summary(core) == ("clock 2.5-2.7 GHz, 2.0-4.0 adds a cycle (median 3.9), "
                                               "tile unit 6.0-8.1 ns per tdpbssd (median 6.4)")
 
@@ -497,7 +499,7 @@ def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
     assert (row["tile_ns"] is None) == ("amx" not in kernel_library.supported_paths())
     # Per round: the core's state and each program's median; the split's two sides cover every round, and
     # each side's ratio is the quotient of its listed medians.
-    n = len(row["core"]["adds_per_cycle"])
+    n = len(row["core"]["adds_per_cycle"]) - 1  # probed before each round and after the last
     assert n >= 1 and all(len(v) == n for v in row["round_ms"].values())
     assert row["at_speed"]["rounds"] + (row["core_shared"] or {"rounds": 0})["rounds"] == n
     for side in filter(None, (row["at_speed"], row["core_shared"])):
