@@ -255,8 +255,11 @@ def deconv_case(gen, n, c, h, w, o, k, s, p, relu):
             torch.randn(o, generator=gen), 9.0, -5, [k, k], [s, s], [p, p], relu)
 
 
+# The last two have input rows of 24 and 32 pixels: runs of 16 pixels of a phase within one input row and
+# across two rows.
 DECONV_SHAPES = [(1, 8, 5, 7, 3, 4, 2, 1, True), (2, 12, 6, 4, 33, 4, 2, 1, False), (1, 4, 3, 3, 17, 3, 1, 1, True),
-                 (1, 64, 8, 6, 64, 4, 2, 1, True), (2, 20, 4, 5, 9, 2, 2, 0, False)]
+                 (1, 64, 8, 6, 64, 4, 2, 1, True), (2, 20, 4, 5, 9, 2, 2, 0, False), (1, 16, 3, 24, 5, 4, 2, 1, True),
+                 (2, 8, 2, 32, 3, 4, 2, 1, False)]
 
 
 @pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)

@@ -432,9 +432,12 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     # The core's state before each round, and the rounds' ratios split by it (every round on one side or
     # the other; each side's ratio the median of its rounds).
     assert all(len(a["core"][key]) == 10 for key in ("clock_ghz", "adds_per_cycle", "tile_ns"))  # and after
-    assert a["rounds_at_speed"] + a["rounds_slowed"] == 9 and a["rounds_at_speed"] >= 1
+    # (A run whose core was shared but for one probe has no round at speed: both sides of a round count.)
+    assert a["rounds_at_speed"] + a["rounds_slowed"] == 9
     fast = bench_model.at_speed(a["core"])
-    assert a["paired_speedup_at_speed"] == pytest.approx(statistics.median(r for r, f in zip(rounds, fast) if f))
+    for key, keep in (("paired_speedup_at_speed", True), ("paired_speedup_slowed", False)):
+        picked = [r for r, f in zip(rounds, fast) if f == keep]
+        assert a[key] == (pytest.approx(statistics.median(picked)) if picked else None)
     table = bench_model.format_table([a, b])
     assert "median of the rounds' ratios" in table and "(fastest runs)" in table
     assert "core during the rounds: clock " in table
@@ -501,7 +504,7 @@ def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
     # each side's ratio is the quotient of its listed medians.
     n = len(row["core"]["adds_per_cycle"]) - 1  # probed before each round and after the last
     assert n >= 1 and all(len(v) == n for v in row["round_ms"].values())
-    assert row["at_speed"]["rounds"] + (row["core_shared"] or {"rounds": 0})["rounds"] == n
+    assert sum((row[side] or {"rounds": 0})["rounds"] for side in ("at_speed", "core_shared")) == n
     for side in filter(None, (row["at_speed"], row["core_shared"])):
         assert side["fp32_ratio"] == pytest.approx(side["fp32_ms"] / side["binary_ms"])
 
