@@ -147,8 +147,7 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     Each run is the program's execute alone (:func:`mobile_export.bench_model.load_forward`: no copy of the
     outputs, the garbage collector off while timing). Where ``core`` is given, the core's state probed before
     each round and after the last (:func:`mobile_export.kernel_library.probe`) is appended to its lists of the
-    same keys, and
-    where ``per_round`` is given, each program's median ms of each round to its list."""
+    same keys, and where ``per_round`` is given, each program's median ms of each round to its list."""
     from mobile_export import kernel_library
     from mobile_export.bench_model import load_forward, timing
 

@@ -247,9 +247,9 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
     other tenants, an upper estimate of the quiet-machine ratio), and ``bytes_ratio_vs`` = A bytes / B bytes.
     Every row keeps its per-round times (``times_ms``) and the core's state probed around the rounds (``core``:
     ``clock_ghz``, ``adds_per_cycle`` and ``tile_ns`` lists, :func:`mobile_export.kernel_library.probe`); A's
-    row splits the rounds' ratios by it: ``paired_speedup_at_speed`` over the ``rounds_at_speed`` rounds that found the core
-    at the run's best (:func:`at_speed`), ``paired_speedup_slowed`` over the ``rounds_slowed`` others (None
-    where there are none).
+    row splits the rounds' ratios by it: ``paired_speedup_at_speed`` over the ``rounds_at_speed`` rounds with
+    the core at the run's best (:func:`at_speed`), ``paired_speedup_core_shared`` over the
+    ``rounds_core_shared`` others (None where there are none).
     """
     paths = [Path(p) for p in ptes]
     for p in paths:
@@ -273,7 +273,7 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
         ratios = [tb / ta for ta, tb in zip(a["times_ms"], b["times_ms"])]
         a["paired_speedup_vs"] = statistics.median(ratios)
         fast = at_speed(a["core"])
-        for key, keep in (("paired_speedup_at_speed", True), ("paired_speedup_slowed", False)):
+        for key, keep in (("paired_speedup_at_speed", True), ("paired_speedup_core_shared", False)):
             picked = [r for r, f in zip(ratios, fast) if f == keep]
             a[key] = statistics.median(picked) if picked else None
             a[key.replace("paired_speedup", "rounds")] = len(picked)
@@ -323,11 +323,11 @@ def format_table(rows: list[dict]) -> str:
                      f"(p90), {a['min_speedup_vs']:.2f}x (fastest runs), {100 * a['bytes_ratio_vs']:.1f}% of the bytes")
     if "core" in a:
         lines.append(f"core during the rounds: {core_summary(a['core'])}")
-    if a.get("rounds_slowed"):
+    if a.get("rounds_core_shared"):
         at_speed_text = (f"{a['paired_speedup_at_speed']:.2f}x over the {a['rounds_at_speed']} rounds at the run's best"
                          if a["rounds_at_speed"] else "no round at the run's best")
-        lines.append(f"rounds' ratios by the core's state: {at_speed_text}, {a['paired_speedup_slowed']:.2f}x over "
-                     f"the {a['rounds_slowed']} with the core shared")
+        lines.append(f"rounds' ratios by the core's state: {at_speed_text}, {a['paired_speedup_core_shared']:.2f}x "
+                     f"over the {a['rounds_core_shared']} with the core shared")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@
 (mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
 with the full-precision Hand4Whole .pte of the same architecture (exported to --reference once, then reused).
 `bench model` times whole programs side by side (mobile_export/bench_model.py) and splits the rounds' ratios
-by the core's state probed before each round.
+by the core's state probed around each round.
 
 Each binary layer shape of BiDRN (and the reference layer ``ref3x3_256_28``) is exported as a small .pte with
 the bidrn:: op, and as XNNPACK fp32 and int8 .pte files of the same shape; all are timed in the same run,

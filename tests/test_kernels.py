@@ -433,9 +433,9 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     # the other; each side's ratio the median of its rounds).
     assert all(len(a["core"][key]) == 10 for key in ("clock_ghz", "adds_per_cycle", "tile_ns"))  # and after
     # (A run whose core was shared but for one probe has no round at speed: both sides of a round count.)
-    assert a["rounds_at_speed"] + a["rounds_slowed"] == 9
+    assert a["rounds_at_speed"] + a["rounds_core_shared"] == 9
     fast = bench_model.at_speed(a["core"])
-    for key, keep in (("paired_speedup_at_speed", True), ("paired_speedup_slowed", False)):
+    for key, keep in (("paired_speedup_at_speed", True), ("paired_speedup_core_shared", False)):
         picked = [r for r, f in zip(rounds, fast) if f == keep]
         assert a[key] == (pytest.approx(statistics.median(picked)) if picked else None)
     table = bench_model.format_table([a, b])
