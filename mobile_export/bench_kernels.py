@@ -132,6 +132,13 @@ def export_programs(layer: LayerShape, folder: Path) -> dict[str, Path]:
 TURN_SECONDS = 0.02  # how long each program runs per turn of a round (at least 3 timed runs)
 
 
+def _record_probe(core: dict[str, list]) -> None:
+    from mobile_export import kernel_library
+
+    for key, value in kernel_library.probe().items():
+        core[key].append(value)
+
+
 def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor, min_seconds: float,
                   rounds: int = 15, core: dict[str, list] | None = None,
                   per_round: dict[str, list[float]] | None = None) -> dict[str, float]:
@@ -159,8 +166,7 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
     with timing():
         while first or min(len(t) for t in times.values()) < rounds or time.perf_counter() - start < min_seconds:
             if core is not None:
-                for key, value in kernel_library.probe().items():
-                    core[key].append(value)
+                _record_probe(core)
             for name, forward in forwards.items():
                 with kernel_library.using_path(programs[name][1] or kernel_library.active_path()):
                     for _ in range(3 if first else 1):  # warm-up: the very first runs are 1.3-3x slower
@@ -177,8 +183,7 @@ def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor,
                 per_turn = {name: max(3, min(50, int(TURN_SECONDS / statistics.median(t)))) for name, t in times.items()}
             first = False
     if core is not None:  # and after the last round
-        for key, value in kernel_library.probe().items():
-            core[key].append(value)
+        _record_probe(core)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 

@@ -612,6 +612,19 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
 namespace {
 void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
 
+// The best of three timings of `loop` (which runs `count` operations): operations per ns.
+template <class Loop>
+double best_rate(int64_t count, Loop loop) {
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    loop(rep);
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    if (ns > 0) best = std::max(best, static_cast<double>(count) / ns);
+  }
+  return best;
+}
+
 // The C API's shape13: batch, in_channels, in_h, in_w, out_channels, out_h, out_w, kernel_h, kernel_w,
 // stride_h, stride_w, pad_h, pad_w.
 bidrn::ConvShape shape_of(const int64_t* v, bool transposed) {
@@ -659,11 +672,9 @@ int bidrn_kernels_amx_takes(const int64_t* v) {
 
 double bidrn_probe_clock_ghz(int64_t adds) {
   const int64_t steps = std::max<int64_t>(adds / 16, 1);
-  double best = 0.0;
-  for (int rep = 0; rep < 3; ++rep) {
+  return best_rate(steps * 16, [steps](int rep) {
     uint64_t x = static_cast<uint64_t>(rep), step = 1;
     asm volatile("" : "+r"(step));  // a register operand: newer cores fold a chain of `add reg, imm` at rename
-    const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < steps; ++i) {
       // Each add waits for the previous one (the empty asm keeps x in a register and the adds unmerged);
       // the loop's own counter and branch run beside the chain.
@@ -673,29 +684,21 @@ double bidrn_probe_clock_ghz(int64_t adds) {
       BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD BIDRN_CHAIN_ADD
 #undef BIDRN_CHAIN_ADD
     }
-    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    if (ns > 0) best = std::max(best, static_cast<double>(steps * 16) / ns);
-  }
-  return best;
+  });
 }
 
 double bidrn_probe_adds_per_ns(int64_t adds) {
   const int64_t steps = std::max<int64_t>(adds / 8, 1);
-  double best = 0.0;
-  for (int rep = 0; rep < 3; ++rep) {
-    uint64_t a = rep, b = 0, c = 0, d = 0, e = 0, f = 0, g = 0, h = 0, step = 1;
+  return best_rate(steps * 8, [steps](int rep) {
+    uint64_t a = static_cast<uint64_t>(rep), b = 0, c = 0, d = 0, e = 0, f = 0, g = 0, h = 0, step = 1;
     asm volatile("" : "+r"(step));
-    const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < steps; ++i) {
       // Eight independent adds a step: the rate is how many the core's ALUs retire per ns, which falls
       // when another thread shares the core's ports (SMT) while a single chain's rate does not.
       a += step, b += step, c += step, d += step, e += step, f += step, g += step, h += step;
       asm volatile("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d), "+r"(e), "+r"(f), "+r"(g), "+r"(h));
     }
-    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    if (ns > 0) best = std::max(best, static_cast<double>(steps * 8) / ns);
-  }
-  return best;
+  });
 }
 
 double bidrn_probe_tile_ns(int64_t multiplies) {
