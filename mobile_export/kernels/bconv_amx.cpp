@@ -70,7 +70,7 @@ void configure_tiles() {
 }
 
 // 16 x 16 transpose of 32-bit lanes: r[i] lane j -> r[j] lane i.
-inline void transpose16(__m512 r[16]) {
+__attribute__((always_inline)) inline void transpose16(__m512 r[16]) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -95,16 +95,19 @@ inline void transpose16(__m512 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-// The lanes in `mask` of a group are output pixels at + lane: one output row's run (the epilogue's loads and
-// stores go through that shifted pointer with the mask; masked-off lanes are never touched).
-struct Segment {
-  int64_t at;
-  __mmask16 mask;
-};
-
+// A group's 16 positions are consecutive in a word plane, but a group that crosses the end of an output row
+// also holds the dropped columns (x >= out_w) between its rows. The epilogue reads the C tile's rows (one a
+// position) through `src`, the valid positions first in their order, so that after the transpose a
+// channel's valid outputs sit in lanes 0 .. n - 1: the group's outputs are consecutive in the output plane
+// (the dropped columns are exactly what lies between one output row and the next), one masked store a
+// channel from `at` instead of one per row segment (the reference layer: 51 groups, 28 with a row end;
+// 16 stores a tile instead of 25, 1.0x faster -- see docs/kernels.md). Lanes from n on repeat row 0 and
+// are masked off.
 struct Group {
-  int64_t base;        // position of the group's lane 0 at tap (0, 0) in a word plane
-  int32_t seg0, nseg;  // its segments
+  int64_t base;    // position of the group's lane 0 at tap (0, 0) in a word plane
+  int64_t at;      // output index (within a plane) of its first valid position
+  __mmask16 mask;  // lanes 0 .. n - 1: its n valid positions
+  uint8_t src[kGroup];  // C tile row of lane i
 };
 
 // Geometry of one call, shared by every image.
@@ -114,7 +117,6 @@ struct Plan {
   int64_t k_words = 0, O = 0, pairs = 0, out_plane = 0;
   std::vector<int64_t> tap_off;  // positions
   std::vector<Group> groups;
-  std::vector<Segment> segs;
 };
 
 Plan make_plan(const ConvShape& s) {
@@ -136,33 +138,33 @@ Plan make_plan(const ConvShape& s) {
   for (int64_t ky = 0; ky < s.kernel_h; ++ky)
     for (int64_t kx = 0; kx < s.kernel_w; ++kx) p.tap_off.push_back(ky * p.Wp + kx);
   // Output rows of whole groups (out_w a multiple of 16: the 64-, 48-, 32- and 16-wide layers): each group
-  // is 16 positions of one row, so none is dropped and each is one full segment, its output and stream
-  // offsets 16-aligned within their planes. 1.06-1.13x on the 3 x 3 LCR convs of 64 at 64 x 64, 128 at
-  // 32 x 32 and 256 at 16 x 16 (batch 2) against the flat sequence, which the other widths keep.
+  // is 16 positions of one row, so none is dropped, its output and stream offsets 16-aligned within their
+  // planes. 1.06-1.13x on the 3 x 3 LCR convs of 64 at 64 x 64, 128 at 32 x 32 and 256 at 16 x 16 (batch 2)
+  // against the flat sequence, which the other widths keep.
+  Group g;
   if (s.out_w % kGroup == 0) {
+    for (int i = 0; i < kGroup; ++i) g.src[i] = uint8_t(i);
+    g.mask = static_cast<__mmask16>(0xFFFF);
     for (int64_t y = 0; y < s.out_h; ++y)
       for (int64_t x = 0; x < s.out_w; x += kGroup) {
-        p.groups.push_back({y * p.Wp + x, int32_t(p.segs.size()), 1});
-        p.segs.push_back({y * s.out_w + x, static_cast<__mmask16>(0xFFFF)});
+        g.base = y * p.Wp + x, g.at = y * s.out_w + x;
+        p.groups.push_back(g);
       }
     return p;
   }
   const int64_t span = (s.out_h - 1) * p.Wp + s.out_w;
   for (int64_t g0 = 0; g0 < span; g0 += kGroup) {
-    p.groups.push_back({g0, int32_t(p.segs.size()), 0});
-    int64_t l = 0;
-    while (l < kGroup && g0 + l < span) {
+    g.base = g0;
+    int n = 0;
+    for (int l = 0; l < kGroup && g0 + l < span; ++l) {
       const int64_t pos = g0 + l, y = pos / p.Wp, x = pos - y * p.Wp;
-      if (x >= s.out_w) {  // a dropped column: on to the next row
-        l = (y + 1) * p.Wp - g0;
-        continue;
-      }
-      const int64_t l1 = std::min<int64_t>({kGroup, l + s.out_w - x, span - g0});
-      const __mmask16 mask = static_cast<__mmask16>(((1u << l1) - 1) & ~((1u << l) - 1));
-      p.segs.push_back({y * s.out_w + x - l, mask});
-      ++p.groups.back().nseg;
-      l = l1;
+      if (x >= s.out_w) continue;  // a dropped column
+      if (n == 0) g.at = y * s.out_w + x;
+      g.src[n++] = uint8_t(l);
     }
+    for (int i = n; i < kGroup; ++i) g.src[i] = 0;
+    g.mask = static_cast<__mmask16>((1u << n) - 1);
+    p.groups.push_back(g);
   }
   return p;
 }
@@ -281,8 +283,9 @@ struct Channels {
 // Epilogue, pass 1, on one C tile (16 positions x 16 channels, int32 rows at t): y = acc * scale + bias and
 // RPReLU with the channels in the lanes, then a transpose in registers, so that r[c] holds channel c's 16
 // positions (the raw int32 accumulators for the accumulator output).
-inline void affine_transpose(const int32_t* t, const Channels& ch, bool rprelu, bool accumulator_out, __m512 r[16]) {
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(_mm512_load_si512(t + i * 16));
+__attribute__((always_inline)) inline void affine_transpose(const int32_t* t, const uint8_t* src, const Channels& ch,
+                                                            bool rprelu, bool accumulator_out, __m512 r[16]) {
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(_mm512_load_si512(t + src[i] * 16));
   if (!accumulator_out) {
     for (int i = 0; i < 16; ++i) {
       __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_castps_si512(r[i])), ch.scale), ch.bias);
@@ -299,36 +302,27 @@ inline void affine_transpose(const int32_t* t, const Channels& ch, bool rprelu, 
 
 // The whole epilogue of a conv without streams (float output, no residual, partial sum, post affine or
 // shortcut: a bare binary conv such as the reference layer): the tile's nc channels go straight from the
-// registers into their output planes, segment by segment. 5 % faster on the reference layer than pass 2's
-// round trip through memory, which pays where streams are read (docs/kernels.md, "AMX path").
-inline void store_tile(const Plan& p, const int32_t* t, const Channels& ch, bool rprelu, const Group& g, float* out,
-                       int nc) {
+// registers into their output planes. 5 % faster on the reference layer than pass 2's round trip through
+// memory, which pays where streams are read (docs/kernels.md, "AMX path").
+__attribute__((always_inline)) inline void store_tile(const Plan& p, const int32_t* t, const Channels& ch, bool rprelu,
+                                                      const Group& g, float* out, int nc) {
   __m512 r[16];
-  affine_transpose(t, ch, rprelu, false, r);
-  const Segment* segs = p.segs.data() + g.seg0;
-  for (int si = 0; si < g.nseg; ++si) {
-    float* at = out + segs[si].at;
-    for (int i = 0; i < nc; ++i) _mm512_mask_storeu_ps(at + i * p.out_plane, segs[si].mask, r[i]);
-  }
+  affine_transpose(t, g.src, ch, rprelu, false, r);
+  float* at = out + g.at;
+  for (int i = 0; i < nc; ++i) _mm512_mask_storeu_ps(at + i * p.out_plane, g.mask, r[i]);
 }
 
-// Epilogue, pass 2: output channel o over the batch's groups [g0, g0 + ng), its 16 values of group gi at
-// row + gi * stride: Hardtanh'ed residual, partial sum, post affine and shortcut with the positions in the
-// lanes, segment by segment, and the masked store, one contiguous run of each stream.
+// Epilogue, pass 2: output channel o over the batch's groups [g0, g0 + ng), its values of group gi (lanes
+// in Group's order) at row + gi * stride: Hardtanh'ed residual, partial sum, post affine and shortcut with
+// the positions in the lanes, and the masked store, one contiguous run of each stream a group.
 void channel_run(const Plan& p, const TileJob& j, const Image& im, int64_t o, int64_t g0, int ng, const int32_t* row,
                  int64_t stride, bool accumulator_out) {
   const int64_t plane = p.out_plane, O = p.O;
   const Group* groups = p.groups.data() + g0;
-  const Segment* segs = p.segs.data();
   if (accumulator_out) {
     int32_t* out = static_cast<int32_t*>(im.out) + o * plane;
-    for (int gi = 0; gi < ng; ++gi) {
-      const __m512i v = _mm512_load_si512(row + gi * stride);
-      for (int si = 0; si < groups[gi].nseg; ++si) {
-        const Segment& sg = segs[groups[gi].seg0 + si];
-        _mm512_mask_storeu_epi32(out + sg.at, sg.mask, v);
-      }
-    }
+    for (int gi = 0; gi < ng; ++gi)
+      _mm512_mask_storeu_epi32(out + groups[gi].at, groups[gi].mask, _mm512_load_si512(row + gi * stride));
     return;
   }
   const bool post = j.ep.post != nullptr;
@@ -341,17 +335,14 @@ void channel_run(const Plan& p, const TileJob& j, const Image& im, int64_t o, in
   const float* shortcut = im.shortcut ? im.shortcut + o * plane : nullptr;
   float* out = static_cast<float*>(im.out) + o * plane;
   for (int gi = 0; gi < ng; ++gi) {
-    const __m512 y0 = _mm512_load_ps(reinterpret_cast<const float*>(row + gi * stride));
-    for (int si = 0; si < groups[gi].nseg; ++si) {
-      const Segment& sg = segs[groups[gi].seg0 + si];
-      const __mmask16 m = sg.mask;
-      __m512 y = y0;
-      if (res) y = _mm512_add_ps(y, _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_maskz_loadu_ps(m, res + sg.at))));
-      if (partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(m, partial + sg.at), y);
-      if (post) y = _mm512_add_ps(_mm512_mul_ps(y, post_scale), post_bias);
-      if (shortcut) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, shortcut + sg.at));
-      _mm512_mask_storeu_ps(out + sg.at, m, y);
-    }
+    const int64_t at = groups[gi].at;
+    const __mmask16 m = groups[gi].mask;
+    __m512 y = _mm512_load_ps(reinterpret_cast<const float*>(row + gi * stride));
+    if (res) y = _mm512_add_ps(y, _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_maskz_loadu_ps(m, res + at))));
+    if (partial) y = _mm512_add_ps(_mm512_maskz_loadu_ps(m, partial + at), y);
+    if (post) y = _mm512_add_ps(_mm512_mul_ps(y, post_scale), post_bias);
+    if (shortcut) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, shortcut + at));
+    _mm512_mask_storeu_ps(out + at, m, y);
   }
 }
 
@@ -398,8 +389,9 @@ void multiply(const Plan& p, const int8_t* b, const int8_t* planes, const Group*
 // tile serves 4 groups instead of 2: half the stream of B tiles, which matters where a channel pair's B
 // tiles (2 KB a k step) outgrow L1 and come from L2 for every group pair (the reference layer's 72 KB:
 // 1.03-1.04x faster; on 64 or 128 channels, where they fit or nearly, 0.97-1.03x, so not used there).
-template <int NG>
-void multiply_quad(const Plan& p, const int8_t* b, const int8_t* planes, const Group* g, int h, int32_t* c) {
+template <int NG, class Between>
+void multiply_quad(const Plan& p, const int8_t* b, const int8_t* planes, const Group* g, int h, int32_t* c,
+                   Between&& between) {
   const int64_t taps = int64_t(p.tap_off.size());
   _tile_zero(0);
   if (NG > 1) _tile_zero(1);
@@ -440,6 +432,7 @@ void multiply_quad(const Plan& p, const int8_t* b, const int8_t* planes, const G
         BIDRN_QUAD_STEP(7)
       }
     }
+    between(w);
   }
 #undef BIDRN_QUAD_STEP
   _tile_stored(0, c + h * 256, 64);
@@ -462,6 +455,45 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
   const bool rprelu = j.ep.rprelu != nullptr;
   const bool direct = !accumulator_out && !im.residual && !im.partial && !im.shortcut && !j.ep.post;
   const bool quad = p.k_words * 2048 > kL1Bytes;
+  if (quad && direct) {
+    float* out = static_cast<float*>(im.out) + o0 * p.out_plane;
+    const int nh = nc1 > 0 ? 2 : 1;
+    // The tiles of the previous call, finished word by word inside the next call's k loop.
+    struct Pending {
+      const int32_t* t;
+      const Group* g;
+      int h;
+    } pend[4];
+    int npend = 0, slot = 0;
+    const auto finish = [&](int i) {
+      const Pending& q = pend[i];
+      if (q.h == 0) store_tile(p, q.t, ch0, rprelu, *q.g, out, nc0);
+      else store_tile(p, q.t, ch1, rprelu, *q.g, out + 16 * p.out_plane, nc1);
+    };
+    const int64_t cw = p.cw;
+    for (int64_t gi = g0; gi < g1; gi += 4)
+      for (int h = 0; h < nh; ++h) {
+        const Group* gg = &p.groups[size_t(gi)];
+        int32_t* cc = c + slot * 2048;
+        const int n = npend;
+        const auto between = [&](int64_t w) {
+          for (int64_t i = w * n / cw; i < (w + 1) * n / cw; ++i) finish(int(i));
+        };
+        const int ng = int(std::min<int64_t>(4, g1 - gi));
+        switch (ng) {
+          case 4: multiply_quad<4>(p, b, planes, gg, h, cc, between); break;
+          case 3: multiply_quad<3>(p, b, planes, gg, h, cc, between); break;
+          case 2: multiply_quad<2>(p, b, planes, gg, h, cc, between); break;
+          default: multiply_quad<1>(p, b, planes, gg, h, cc, between); break;
+        }
+        npend = ng;
+        for (int i = 0; i < ng; ++i) pend[i] = {cc + i * 512 + h * 256, gg + i, h};
+        slot ^= 1;
+      }
+    for (int i = 0; i < npend; ++i) finish(i);
+    return;
+  }
+  const auto nothing = [](int64_t) {};
   for (int64_t bt = g0; bt < g1; bt += kBatchPairs * 2) {
     const int ng = int(std::min<int64_t>(g1 - bt, kBatchPairs * 2));
     if (quad) {
@@ -470,10 +502,10 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
           const Group* gg = &p.groups[size_t(bt + gi)];
           int32_t* cc = c + gi * 512;
           switch (std::min(4, ng - gi)) {
-            case 4: multiply_quad<4>(p, b, planes, gg, h, cc); break;
-            case 3: multiply_quad<3>(p, b, planes, gg, h, cc); break;
-            case 2: multiply_quad<2>(p, b, planes, gg, h, cc); break;
-            default: multiply_quad<1>(p, b, planes, gg, h, cc); break;
+            case 4: multiply_quad<4>(p, b, planes, gg, h, cc, nothing); break;
+            case 3: multiply_quad<3>(p, b, planes, gg, h, cc, nothing); break;
+            case 2: multiply_quad<2>(p, b, planes, gg, h, cc, nothing); break;
+            default: multiply_quad<1>(p, b, planes, gg, h, cc, nothing); break;
           }
         }
     } else {
@@ -498,7 +530,7 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
       for (int h = 0; h < (nc1 > 0 ? 2 : 1); ++h) {  // in place: row c of the tile becomes channel c's run
         int32_t* t = c + gi * 512 + h * 256;
         __m512 r[16];
-        affine_transpose(t, h ? ch1 : ch0, rprelu, accumulator_out, r);
+        affine_transpose(t, p.groups[size_t(bt + gi)].src, h ? ch1 : ch0, rprelu, accumulator_out, r);
         for (int i = 0; i < 16; ++i) _mm512_store_ps(reinterpret_cast<float*>(t + i * 16), r[i]);
       }
     for (int oc = 0; oc < nc; ++oc)
