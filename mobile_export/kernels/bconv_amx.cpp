@@ -24,7 +24,9 @@
 // and RPReLU (eq. 6) to each tile's rows with the channels in the lanes, transposes the tile in place, and
 // runs channel by channel over the batch with the positions in the lanes: residual, partial sum, post affine,
 // shortcut, store, in the AVX-512 path's order and rounding. A conv without those streams (a bare binary conv
-// such as the reference layer) stores each transposed tile straight from the registers.
+// such as the reference layer) stores each transposed tile straight from the registers, in the 4-group
+// order inside the next call's k loop. The epilogue reads a tile's rows with the dropped positions left
+// out (Group::src), so that a group's outputs are one run of lanes: one store a channel.
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mamx-tile -mamx-int8.
 #include <immintrin.h>
@@ -101,8 +103,8 @@ __attribute__((always_inline)) inline void transpose16(__m512 r[16]) {
 // channel's valid outputs sit in lanes 0 .. n - 1: the group's outputs are consecutive in the output plane
 // (the dropped columns are exactly what lies between one output row and the next), one masked store a
 // channel from `at` instead of one per row segment (the reference layer: 51 groups, 28 with a row end;
-// 16 stores a tile instead of 25, 1.0x faster -- see docs/kernels.md). Lanes from n on repeat row 0 and
-// are masked off.
+// 16 stores a tile instead of about 25; docs/kernels.md, "AMX path"). Lanes from n on repeat row 0 and are
+// masked off.
 struct Group {
   int64_t base;    // position of the group's lane 0 at tap (0, 0) in a word plane
   int64_t at;      // output index (within a plane) of its first valid position
