@@ -196,7 +196,9 @@ TABLE_COUNT_SHAPES = [
 # without padding on odd channel counts and widths that are not multiples of its 16-position groups, a 2 x 2
 # kernel padded to an output larger than its input, more than 32 output channels (two channel pairs, the
 # second partial), the reference layer, outputs 48 and 16 wide (whole-row groups; the second also in the
-# 4-group order of 256+ channels' worth of words), and a small plane (308 positions: small weights).
+# 4-group order of 256+ channels' worth of words), a small plane (308 positions: small weights), and a 4 x 4
+# kernel without padding on an 11-wide output (6 dropped positions a padded row: groups whose valid lanes are
+# gathered from both sides of several dropped runs, Group::src).
 AMX_SHAPES = [
     ("conv", 65, 70, 17, 19, 3, 1, 1),
     ("conv", 129, 33, 15, 23, 3, 1, 0),
@@ -206,6 +208,7 @@ AMX_SHAPES = [
     ("conv", 65, 40, 20, 48, 3, 1, 1),
     ("conv", 200, 40, 16, 16, 3, 1, 1),
     ("conv", 100, 40, 14, 11, 3, 1, 1),
+    ("conv", 64, 20, 30, 14, 4, 1, 0),
 ]
 
 
