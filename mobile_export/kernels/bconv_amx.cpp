@@ -156,7 +156,7 @@ Plan make_plan(const ConvShape& s) {
   }
   const int64_t span = (s.out_h - 1) * p.Wp + s.out_w;
   for (int64_t g0 = 0; g0 < span; g0 += kGroup) {
-    g.base = g0;
+    g.base = g0, g.at = 0;
     int n = 0;
     for (int l = 0; l < kGroup && g0 + l < span; ++l) {
       const int64_t pos = g0 + l, y = pos / p.Wp, x = pos - y * p.Wp;
