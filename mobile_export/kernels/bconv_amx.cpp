@@ -443,6 +443,18 @@ void multiply_quad(const Plan& p, const int8_t* b, const int8_t* planes, const G
   if (NG > 3) _tile_stored(3, c + 1536 + h * 256, 64);
 }
 
+// multiply_quad for a call of ng (1 to 4) groups.
+template <class Between>
+void multiply_quad_n(int ng, const Plan& p, const int8_t* b, const int8_t* planes, const Group* g, int h, int32_t* c,
+                     Between&& between) {
+  switch (ng) {
+    case 4: multiply_quad<4>(p, b, planes, g, h, c, between); break;
+    case 3: multiply_quad<3>(p, b, planes, g, h, c, between); break;
+    case 2: multiply_quad<2>(p, b, planes, g, h, c, between); break;
+    default: multiply_quad<1>(p, b, planes, g, h, c, between); break;
+  }
+}
+
 // One work item: channel pair `pair` over groups [g0, g1), kBatchPairs group pairs at a time.
 void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* weights, const int8_t* planes,
               int64_t pair, int64_t g0, int64_t g1, bool accumulator_out) {
@@ -457,9 +469,9 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
   const bool rprelu = j.ep.rprelu != nullptr;
   const bool direct = !accumulator_out && !im.residual && !im.partial && !im.shortcut && !j.ep.post;
   const bool quad = p.k_words * 2048 > kL1Bytes;
+  const int nh = nc1 > 0 ? 2 : 1;  // channel groups of the pair with live channels
   if (quad && direct) {
     float* out = static_cast<float*>(im.out) + o0 * p.out_plane;
-    const int nh = nc1 > 0 ? 2 : 1;
     // The tiles of the previous call, finished word by word inside the next call's k loop.
     struct Pending {
       const int32_t* t;
@@ -469,8 +481,7 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
     int npend = 0, slot = 0;
     const auto finish = [&](int i) {
       const Pending& q = pend[i];
-      if (q.h == 0) store_tile(p, q.t, ch0, rprelu, *q.g, out, nc0);
-      else store_tile(p, q.t, ch1, rprelu, *q.g, out + 16 * p.out_plane, nc1);
+      store_tile(p, q.t, q.h ? ch1 : ch0, rprelu, *q.g, out + q.h * 16 * p.out_plane, q.h ? nc1 : nc0);
     };
     const int64_t cw = p.cw;
     for (int64_t gi = g0; gi < g1; gi += 4)
@@ -482,12 +493,7 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
           for (int64_t i = w * n / cw; i < (w + 1) * n / cw; ++i) finish(int(i));
         };
         const int ng = int(std::min<int64_t>(4, g1 - gi));
-        switch (ng) {
-          case 4: multiply_quad<4>(p, b, planes, gg, h, cc, between); break;
-          case 3: multiply_quad<3>(p, b, planes, gg, h, cc, between); break;
-          case 2: multiply_quad<2>(p, b, planes, gg, h, cc, between); break;
-          default: multiply_quad<1>(p, b, planes, gg, h, cc, between); break;
-        }
+        multiply_quad_n(ng, p, b, planes, gg, h, cc, between);
         npend = ng;
         for (int i = 0; i < ng; ++i) pend[i] = {cc + i * 512 + h * 256, gg + i, h};
         slot ^= 1;
@@ -500,16 +506,8 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
     const int ng = int(std::min<int64_t>(g1 - bt, kBatchPairs * 2));
     if (quad) {
       for (int gi = 0; gi < ng; gi += 4)
-        for (int h = 0; h < (nc1 > 0 ? 2 : 1); ++h) {
-          const Group* gg = &p.groups[size_t(bt + gi)];
-          int32_t* cc = c + gi * 512;
-          switch (std::min(4, ng - gi)) {
-            case 4: multiply_quad<4>(p, b, planes, gg, h, cc, nothing); break;
-            case 3: multiply_quad<3>(p, b, planes, gg, h, cc, nothing); break;
-            case 2: multiply_quad<2>(p, b, planes, gg, h, cc, nothing); break;
-            default: multiply_quad<1>(p, b, planes, gg, h, cc, nothing); break;
-          }
-        }
+        for (int h = 0; h < nh; ++h)
+          multiply_quad_n(std::min(4, ng - gi), p, b, planes, &p.groups[size_t(bt + gi)], h, c + gi * 512, nothing);
     } else {
       for (int gi = 0; gi < ng; gi += 2) {
         if (gi + 1 < ng) {
@@ -529,7 +527,7 @@ void run_item(const Plan& p, const TileJob& j, const Image& im, const int8_t* we
       continue;
     }
     for (int gi = 0; gi < ng; ++gi)
-      for (int h = 0; h < (nc1 > 0 ? 2 : 1); ++h) {  // in place: row c of the tile becomes channel c's run
+      for (int h = 0; h < nh; ++h) {  // in place: row c of the tile becomes channel c's run
         int32_t* t = c + gi * 512 + h * 256;
         __m512 r[16];
         affine_transpose(t, p.groups[size_t(bt + gi)].src, h ? ch1 : ch0, rprelu, accumulator_out, r);
