@@ -255,11 +255,16 @@ def deconv_case(gen, n, c, h, w, o, k, s, p, relu):
             torch.randn(o, generator=gen), 9.0, -5, [k, k], [s, s], [p, p], relu)
 
 
-# The last two have input rows of 24 and 32 pixels: runs of 16 pixels of a phase within one input row and
-# across two rows.
+# (1, 16, 3, 24, ...) and (2, 8, 2, 32, ...) have input rows of 24 and 32 pixels: runs of 16 pixels of a phase
+# within one input row and across two rows. The last five take the `amx` path's own kernel (channels a multiple of
+# 64, outputs of 32, rows of 8+ pixels): BoxNet's 256 -> 256 at 24 wide (groups of 16 positions crossing row ends,
+# halves of 8 pixels within a row and across one), two words of channels in a batch of two at 9 wide, one tap a
+# phase (k2 s2 p0), three taps (k6 s2 p2), and 8 wide (the narrowest it takes).
 DECONV_SHAPES = [(1, 8, 5, 7, 3, 4, 2, 1, True), (2, 12, 6, 4, 33, 4, 2, 1, False), (1, 4, 3, 3, 17, 3, 1, 1, True),
                  (1, 64, 8, 6, 64, 4, 2, 1, True), (2, 20, 4, 5, 9, 2, 2, 0, False), (1, 16, 3, 24, 5, 4, 2, 1, True),
-                 (2, 8, 2, 32, 3, 4, 2, 1, False)]
+                 (2, 8, 2, 32, 3, 4, 2, 1, False), (1, 256, 6, 24, 256, 4, 2, 1, True),
+                 (2, 128, 5, 9, 64, 4, 2, 1, False), (1, 64, 3, 16, 32, 2, 2, 0, True),
+                 (1, 64, 4, 10, 96, 6, 2, 2, False), (1, 64, 7, 8, 32, 4, 2, 1, True)]
 
 
 @pytest.mark.parametrize("path", X86_AND_SCALAR_PATHS)
@@ -281,6 +286,29 @@ def test_transposed_conv_is_bit_exact_on_every_path(path):
     for shape, args, got in zip(DECONV_SHAPES, cases, outputs):
         want = ops.int8_conv_transpose2d_reference(*args)
         assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{path} {shape}"
+
+
+def test_amx_transposed_conv_follows_new_weights_at_the_same_address():
+    """The `amx` path keeps each deconv's weights as expanded B tiles from call to call (bconv_amx.cpp,
+    cached_tiles), found by the weights' address: weights rewritten in place must give the new deconv."""
+    require_path("amx")
+    gen = torch.Generator().manual_seed(23)
+    args = deconv_case(gen, 1, 64, 3, 16, 32, 4, 2, 1, True)
+    x, weight, wsum, scale, bias, inv, zp, k, s, p, relu = args
+    lib = kernel_library.load()
+    with kernel_library.using_path("amx"):
+        for _ in range(3):
+            out = torch.empty(1, 32, 6, 32)
+            err = lib.bidrn_int8_conv_transpose2d((ctypes.c_int64 * 8)(*x.shape, 32, 4, 2, 1), x.data_ptr(),
+                                                  weight.data_ptr(), wsum.data_ptr(), scale.data_ptr(),
+                                                  bias.data_ptr(), inv, zp, 1, out.data_ptr())
+            assert err is None, err.decode()
+            want = ops.int8_conv_transpose2d_reference(x, weight, wsum, scale, bias, inv, zp, k, s, p, relu)
+            assert torch.equal(out.view(torch.int32), want.view(torch.int32))
+            address = weight.data_ptr()
+            weight.copy_(torch.randint(-128, 128, weight.shape, generator=gen, dtype=torch.int8))
+            wsum.copy_(weight.int().sum(1, dtype=torch.int32))
+            assert weight.data_ptr() == address
 
 
 def test_transposed_conv_refuses_a_kernel_that_is_not_stride_plus_twice_the_padding():
@@ -331,9 +359,11 @@ def test_int8_deconv_module_runs_the_phased_deconv_with_its_bn_and_relu():
     assert (got - want).abs().max() < 0.05 * want.abs().max()
 
 
-def test_transposed_conv_pte_runs_in_executorch_bit_exact(tmp_path):
+def test_transposed_conv_pte_runs_in_executorch_bit_exact_on_one_and_two_threads(tmp_path):
+    # 64 -> 32 channels at 12 wide: the `amx` path's own kernel where the CPU has AMX (its work items and
+    # input fill split across the two threads), the generic phases elsewhere.
     gen = torch.Generator().manual_seed(8)
-    args = deconv_case(gen, 1, 16, 5, 4, 12, 4, 2, 1, True)
+    args = deconv_case(gen, 1, 64, 5, 12, 32, 4, 2, 1, True)
 
     class Deconv(nn.Module):
         def __init__(self):
@@ -349,4 +379,6 @@ def test_transposed_conv_pte_runs_in_executorch_bit_exact(tmp_path):
     assert export.save_program(Deconv().eval(), (args[0],), path) == {"int8_conv_transpose2d": 1}
     method, _ = export.load_program(path)
     got = method.execute([args[0]])[0]
-    assert torch.equal(got.view(torch.int32), ops.int8_conv_transpose2d_reference(*args).view(torch.int32))
+    want = ops.int8_conv_transpose2d_reference(*args)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert_bit_exact_on_two_threads(path, args[0], want, tmp_path)

@@ -562,9 +562,9 @@ T* grown(std::vector<T>& v, size_t n) {
 constexpr size_t kWeightCacheBytes = size_t(64) << 20;
 
 struct CachedWeights {
-  const uint64_t* source;
-  int64_t in_channels, out_channels, kernel_h, kernel_w;
-  std::vector<uint64_t> words;  // the packed weights the tiles were expanded from
+  const void* source;
+  int64_t key[5];                  // what tells two layers at one address apart: kind, C, O, kernel
+  std::vector<uint8_t> bytes;      // the weights the tiles were expanded from
   std::vector<Line> tiles;
 };
 
@@ -579,38 +579,45 @@ WeightCache& weight_cache() {
   return c;
 }
 
-// The expanded B tiles of this call's weights: from the cache, or expanded now (into the cache while it has
-// room, else into `scratch`).
-const int8_t* expanded_weights(const ConvShape& s, const Plan& p, const uint64_t* w, std::vector<Line>& scratch,
-                               ParallelFor parallel) {
-  const int64_t blocks = 2 * p.pairs, n_words = weight_words(s);
-  const size_t n_lines = size_t(blocks * p.k_words * 16);
-  const auto expand_into = [&](int8_t* out) {
-    run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
-      for (int64_t cb = b0; cb < b1; ++cb) expand_weights(w, p.cw, p.k_words, s.in_channels, cb, p.O, out);
-    });
-  };
+// The n_lines of B tiles expand(out) makes from the `bytes` bytes at `source`: from the cache, or expanded
+// now (into the cache while it has room, else into `scratch`).
+template <class Expand>
+const int8_t* cached_tiles(const void* source, size_t bytes, const int64_t (&key)[5], size_t n_lines,
+                           std::vector<Line>& scratch, Expand&& expand) {
   WeightCache& cache = weight_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
   for (const auto& e : cache.entries)
-    if (e->source == w && e->in_channels == s.in_channels && e->out_channels == s.out_channels &&
-        e->kernel_h == s.kernel_h && e->kernel_w == s.kernel_w &&
-        std::memcmp(e->words.data(), w, size_t(n_words) * sizeof(uint64_t)) == 0)
+    if (e->source == source && std::equal(key, key + 5, e->key) && e->bytes.size() == bytes &&
+        std::memcmp(e->bytes.data(), source, bytes) == 0)
       return e->tiles.front().bytes;
   if (cache.bytes + n_lines * sizeof(Line) > kWeightCacheBytes) {
     int8_t* out = grown(scratch, n_lines)->bytes;
-    expand_into(out);
+    expand(out);
     return out;
   }
   auto e = std::make_unique<CachedWeights>();
-  e->source = w, e->in_channels = s.in_channels, e->out_channels = s.out_channels;
-  e->kernel_h = s.kernel_h, e->kernel_w = s.kernel_w;
-  e->words.assign(w, w + n_words);
+  e->source = source;
+  std::copy(key, key + 5, e->key);
+  e->bytes.assign(static_cast<const uint8_t*>(source), static_cast<const uint8_t*>(source) + bytes);
   e->tiles.resize(n_lines);
-  expand_into(e->tiles.front().bytes);
-  cache.bytes += n_lines * sizeof(Line) + size_t(n_words) * sizeof(uint64_t);
+  expand(e->tiles.front().bytes);
+  cache.bytes += n_lines * sizeof(Line) + bytes;
   cache.entries.push_back(std::move(e));
   return cache.entries.back()->tiles.front().bytes;
+}
+
+// The expanded B tiles of this call's weights (expand_weights), through the cache.
+const int8_t* expanded_weights(const ConvShape& s, const Plan& p, const uint64_t* w, std::vector<Line>& scratch,
+                               ParallelFor parallel) {
+  const int64_t blocks = 2 * p.pairs;
+  const int64_t key[5] = {0, s.in_channels, s.out_channels, s.kernel_h, s.kernel_w};
+  return cached_tiles(w, size_t(weight_words(s)) * sizeof(uint64_t), key, size_t(blocks * p.k_words * 16), scratch,
+                      [&](int8_t* out) {
+                        run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
+                          for (int64_t cb = b0; cb < b1; ++cb)
+                            expand_weights(w, p.cw, p.k_words, s.in_channels, cb, p.O, out);
+                        });
+                      });
 }
 
 }  // namespace
@@ -856,6 +863,268 @@ void amx_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
     }
     _tile_release();
   });
+}
+
+// ---------------------------------------------------------------- int8_conv_transpose2d (int8_pointwise.h)
+//
+// A transposed conv whose output is stride x its input (kernel = stride + 2 padding) is, per output phase
+// (ry, rx), a stride-1 conv of the input with that phase's taps (int8_pointwise.h): output (s_h j + ry,
+// s_w i + rx) is the phase's pixel (j, i). With stride_w 2 the phases (ry, 0) and (ry, 1) interleave along
+// x. Here the input is quantized once into word planes (as the binary path's sign bytes, but the int8 values
+// themselves, and the zero point in the padding), so an A tile is 16 consecutive positions and each tap of
+// each phase a position offset: no per-phase copy of the input, and the taps of a word share their lines in
+// L1. The weights (B tiles) are each phase's int8 rows in the VNNI order, expanded once and kept (the
+// binary weights' cache). A work item runs one row phase's two x phases for 32 output channels over a batch
+// of groups of 16 positions (the binary plan's flat sequence: a phase's pixels are the positions y Wp + x,
+// x < W), and the epilogue interleaves the two phases' values of a channel into 32 consecutive output
+// floats: every output row written once, whole, instead of two strided passes of 16-lane scatters over it
+// (int8_pointwise.cpp's generic form).
+
+namespace {
+
+constexpr int kDeconvGroups = 8;  // groups whose C tiles (both x phases, 32 channels: 32 KB) wait for one epilogue
+
+// Where a group's outputs go. Its pixels are consecutive (lanes 0 .. n - 1 after compaction); half e (lanes
+// 8 e .. 8 e + 7) becomes 16 interleaved floats (x phase 0, 1 of each pixel), and its 8 pixels span at most
+// two input rows where W >= 8 (amx_int8_deconv_takes): run 2 e + r is its part in its r-th row, the floats
+// stored at at + lane under mask in an output plane of row phase 0 (+ ry rows for the others); an empty run
+// has mask 0.
+struct DeconvRuns {
+  int64_t at[4];
+  __mmask16 mask[4];
+};
+
+struct DeconvPlan {
+  Plan phase[2];                  // the two x phases of a row phase: their tap offsets (groups in phase[0])
+  std::vector<DeconvRuns> runs;   // per group
+};
+
+// Tile t's 16 positions x 16 channels (rows read through src: the group's valid positions first): y = (acc -
+// offset) * scale + bias, ReLU where asked, with the channels in the lanes; then transposed, so that r[k]
+// holds channel k's values of the group's pixels.
+__attribute__((always_inline)) inline void finish_tile(const int32_t* t, const uint8_t* src, __m512i offset,
+                                                       __m512 scale, __m512 bias, bool relu, __m512 r[16]) {
+  for (int i = 0; i < 16; ++i) {
+    const __m512i acc = _mm512_sub_epi32(_mm512_load_si512(t + src[i] * 16), offset);
+    r[i] = relu_if(_mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias), relu);
+  }
+  transpose16(r);
+}
+
+struct DeconvAmxScratch {
+  std::vector<Line> planes, weights;
+  std::vector<DeconvPlan> plans;  // one per row phase
+};
+
+DeconvAmxScratch& deconv_amx_scratch() {
+  static thread_local DeconvAmxScratch s;
+  return s;
+}
+
+// Word plane w of image n: channels [64 w, 64 w + 64) of every pixel quantized (int8_pointwise.h's steps) to
+// its position, the zero point everywhere else (padding, the slack).
+void deconv_fill(const Int8DeconvArgs& a, const Plan& p, int64_t n, int64_t w, int8_t* planes) {
+  const int64_t C = a.in_channels, H = a.in_h, W = a.in_w;
+  int8_t* dst = planes + w * p.plane * 64;
+  const __m512i zp8 = _mm512_set1_epi8(static_cast<char>(a.zero_point));
+  const auto fill_zp = [&](int64_t from, int64_t to) {
+    for (int64_t q = from; q < to; ++q) _mm512_store_si512(dst + q * 64, zp8);
+  };
+  fill_zp(0, p.pad_h * p.Wp + p.pad_w);
+  const __m512 inv = _mm512_set1_ps(a.input_scale_inv), zp = _mm512_set1_ps(float(a.zero_point));
+  const float* x = a.x + (n * C + 64 * w) * H * W;
+  for (int64_t iy = 0; iy < H; ++iy) {
+    const int64_t row = (iy + p.pad_h) * p.Wp + p.pad_w;
+    for (int64_t ix = 0; ix < W; ix += 16) {
+      const int cnt = int(W - ix < 16 ? W - ix : 16);
+      const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
+      __m512 v[16];  // v[g]: channels 4g .. 4g + 3 of the 16 pixels, 4 bytes a pixel
+      for (int g = 0; g < 16; ++g) {
+        __m128i q[4];
+        for (int k = 0; k < 4; ++k)
+          q[k] = quantize16(_mm512_maskz_loadu_ps(m, x + (4 * g + k) * H * W + iy * W + ix), inv, zp);
+        v[g] = _mm512_castsi512_ps(interleave4(q));
+      }
+      transpose16(v);  // v[l]: pixel l's 64 channels
+      for (int l = 0; l < cnt; ++l) _mm512_store_ps(reinterpret_cast<float*>(dst + (row + ix + l) * 64), v[l]);
+    }
+    fill_zp(row + W, iy + 1 < H ? row + p.Wp : p.plane);
+  }
+}
+
+// Phase `phase`'s weights (O x (taps C), taps row-major) as B tiles in `multiply`'s order (expand_weights's
+// layout: per channel pair, word-major, the taps of a word in turn, the pair's two 16-channel tiles side by
+// side); row r of a tile = input channels 4r .. 4r + 3 of the word, 4 bytes a channel.
+void deconv_expand(const Int8DeconvArgs& a, const Plan& p, int64_t phase, int64_t cb, int8_t* out) {
+  const int64_t C = a.in_channels, taps = p.k_words / p.cw, K = taps * C;
+  const int8_t* w = a.weight + (phase * a.out_channels + 16 * cb) * K;
+  int8_t* tiles = out + (cb / 2) * 2 * p.k_words * 1024 + (cb % 2) * 1024;
+  for (int64_t word = 0; word < p.cw; ++word)
+    for (int64_t t = 0; t < taps; ++t) {
+      __m512 r[16];
+      for (int n = 0; n < 16; ++n)
+        r[n] = _mm512_loadu_ps(reinterpret_cast<const float*>(w + n * K + t * C + 64 * word));
+      transpose16(r);
+      int8_t* tile = tiles + ((word * taps + t) * 2) * 1024;
+      for (int n = 0; n < 16; ++n) _mm512_store_ps(reinterpret_cast<float*>(tile + n * 64), r[n]);
+    }
+}
+
+// Row phase ry, output channels [o0, o0 + 32), groups [g0, g1) of image n.
+void deconv_item(const Int8DeconvArgs& a, const DeconvPlan& dp, const int8_t* const weights[2],
+                 const int8_t* planes, int64_t n, int64_t ry, int64_t o0, int64_t g0, int64_t g1) {
+  static thread_local std::vector<Line> buffer(2 * kDeconvGroups * 2 * 16);
+  int32_t* c = reinterpret_cast<int32_t*>(buffer.data());  // [x phase][group][channel half]: 16 x 16 int32
+  const int64_t O = a.out_channels, ow = 2 * a.in_w, out_plane = a.stride_h * a.in_h * ow;
+  const Plan& p = dp.phase[0];
+  const Group* groups = p.groups.data();
+  float* out = a.out + (n * O + o0) * out_plane + ry * ow;
+  // Lane i of the low (high) half: x phase i % 2 of lane i / 2 (8 + i / 2).
+  const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+  const __m512 scale[2] = {_mm512_loadu_ps(a.scale + o0), _mm512_loadu_ps(a.scale + o0 + 16)};
+  const __m512 bias[2] = {_mm512_loadu_ps(a.bias + o0), _mm512_loadu_ps(a.bias + o0 + 16)};
+  __m512i offset[2][2];  // [x phase][channel half]: zero point x the phase's weight sums
+  for (int rx = 0; rx < 2; ++rx)
+    for (int h = 0; h < 2; ++h)
+      offset[rx][h] = _mm512_mullo_epi32(_mm512_set1_epi32(a.zero_point),
+                                         _mm512_loadu_si512(a.weight_sum + (ry * 2 + rx) * O + o0 + 16 * h));
+  for (int64_t bt = g0; bt < g1; bt += kDeconvGroups) {
+    const int ng = int(std::min<int64_t>(g1 - bt, kDeconvGroups));
+    for (int rx = 0; rx < 2; ++rx) {
+      const int8_t* b = weights[rx] + (o0 / 32) * 2 * p.k_words * 1024;
+      for (int gi = 0; gi < ng; gi += 2) {
+        int32_t* cc = c + (rx * kDeconvGroups + gi) * 512;
+        if (gi + 1 < ng) {
+          multiply<2>(dp.phase[rx], b, planes, groups + bt + gi, cc);
+        } else {
+          multiply<1>(dp.phase[rx], b, planes, groups + bt + gi, cc);
+        }
+      }
+    }
+    // Pass 1: every tile finished into channel rows in place. Pass 2, channel by channel over the batch: its
+    // two x phases' rows interleaved and stored (the same time as interleaving each tile's 16 channels
+    // straight from registers; the output's 3 MB of stores are most of it, docs/kernels.md).
+    for (int rx = 0; rx < 2; ++rx)
+      for (int gi = 0; gi < ng; ++gi)
+        for (int h = 0; h < 2; ++h) {
+          int32_t* t = c + ((rx * kDeconvGroups + gi) * 2 + h) * 256;
+          __m512 r[16];
+          finish_tile(t, groups[bt + gi].src, offset[rx][h], scale[h], bias[h], a.relu, r);
+          for (int i = 0; i < 16; ++i) _mm512_store_ps(reinterpret_cast<float*>(t + i * 16), r[i]);
+        }
+    for (int k = 0; k < 32; ++k) {
+      float* plane = out + k * out_plane;
+      const float* row = reinterpret_cast<const float*>(c + (k / 16) * 256 + (k % 16) * 16);
+      for (int gi = 0; gi < ng; ++gi, row += 512) {
+        const DeconvRuns& runs = dp.runs[size_t(bt + gi)];
+        const __m512 v0 = _mm512_load_ps(row), v1 = _mm512_load_ps(row + kDeconvGroups * 512);
+        const __m512 lo = _mm512_permutex2var_ps(v0, lo_idx, v1), hi = _mm512_permutex2var_ps(v0, hi_idx, v1);
+        _mm512_mask_storeu_ps(plane + runs.at[0], runs.mask[0], lo);
+        if (runs.mask[1]) _mm512_mask_storeu_ps(plane + runs.at[1], runs.mask[1], lo);
+        _mm512_mask_storeu_ps(plane + runs.at[2], runs.mask[2], hi);
+        if (runs.mask[3]) _mm512_mask_storeu_ps(plane + runs.at[3], runs.mask[3], hi);
+      }
+    }
+  }
+}
+
+// The geometry of one call: the word planes of the padded input (pt, pl the most any phase reads above and
+// left of a pixel), each phase's tap offsets, the groups and their halves' output runs.
+void deconv_plans(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_t (*dx)[16], int64_t th, int64_t tw,
+                  int64_t pt, int64_t pb, int64_t pl, int64_t pr, std::vector<DeconvPlan>& plans) {
+  const int64_t H = a.in_h, W = a.in_w, sh = a.stride_h, ow = 2 * W;
+  Plan base;
+  base.cw = a.in_channels / 64, base.H = H, base.W = W, base.pad_h = pt, base.pad_w = pl;
+  base.Hp = H + pt + pb, base.Wp = W + std::max(pl, pr);  // one zero run between rows, as make_plan
+  base.plane = (base.Hp + 1) * base.Wp + kGroup;
+  base.k_words = th * tw * base.cw, base.O = a.out_channels, base.pairs = a.out_channels / 32;
+  base.out_plane = sh * H * ow;
+  plans.resize(size_t(sh));
+  for (int64_t ry = 0; ry < sh; ++ry) {
+    DeconvPlan& dp = plans[size_t(ry)];
+    for (int rx = 0; rx < 2; ++rx) {
+      Plan& p = dp.phase[rx];
+      p = base;
+      p.tap_off.clear(), p.groups.clear();
+      for (int64_t ty = 0; ty < th; ++ty)
+        for (int64_t tx = 0; tx < tw; ++tx) p.tap_off.push_back((dy[ry][ty] + pt) * base.Wp + dx[rx][tx] + pl);
+    }
+    // Groups of 16 positions j Wp + i over the pixels (i < W valid), compacted as make_plan's.
+    Plan& p = dp.phase[0];
+    dp.runs.clear();
+    const int64_t span = (H - 1) * base.Wp + W;
+    for (int64_t q0 = 0; q0 < span; q0 += kGroup) {
+      Group g;
+      g.base = q0, g.at = 0;
+      int nv = 0;
+      for (int l = 0; l < kGroup && q0 + l < span; ++l) {
+        const int64_t y = (q0 + l) / base.Wp, x = (q0 + l) - y * base.Wp;
+        if (x >= W) continue;
+        if (nv == 0) g.at = y * W + x;
+        g.src[nv++] = uint8_t(l);
+      }
+      for (int i = nv; i < kGroup; ++i) g.src[i] = 0;
+      g.mask = static_cast<__mmask16>((1u << nv) - 1);
+      p.groups.push_back(g);
+      DeconvRuns runs = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+      for (int e = 0; e < 2; ++e) {  // lanes 8 e + l: pixel at + 8 e + l, floats 2 l and 2 l + 1 of the half
+        int run = 2 * e - 1;
+        for (int l = 0; l < 8 && 8 * e + l < nv; ++l) {
+          const int64_t px = g.at + 8 * e + l, j = px / W, i = px - j * W;
+          if (l == 0 || i == 0) ++run, runs.at[run] = sh * j * ow + 2 * i - 2 * l;
+          runs.mask[run] = static_cast<__mmask16>(runs.mask[run] | (3u << (2 * l)));
+        }
+      }
+      dp.runs.push_back(runs);
+    }
+  }
+}
+
+}  // namespace
+
+bool amx_int8_deconv_takes(const Int8DeconvArgs& a) {
+  return a.stride_w == 2 && a.in_w >= 8 && a.in_channels % 64 == 0 && a.out_channels % 32 == 0;
+}
+
+void amx_int8_conv_transpose2d(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_t (*dx)[16], int64_t th,
+                               int64_t tw, ParallelFor parallel) {
+  int64_t pt = 0, pb = 0, pl = 0, pr = 0;
+  for (int64_t r = 0; r < a.stride_h; ++r) pt = std::max(pt, -dy[r][0]), pb = std::max(pb, dy[r][th - 1]);
+  for (int64_t r = 0; r < 2; ++r) pl = std::max(pl, -dx[r][0]), pr = std::max(pr, dx[r][tw - 1]);
+  DeconvAmxScratch& sc = deconv_amx_scratch();
+  deconv_plans(a, dy, dx, th, tw, pt, pb, pl, pr, sc.plans);
+  const Plan& p = sc.plans[0].phase[0];
+  // Every phase's B tiles, one block after another, through the binary weights' cache.
+  const int64_t phases = a.stride_h * 2, phase_lines = 2 * p.pairs * p.k_words * 16;
+  const int64_t key[5] = {1, a.in_channels, a.out_channels, a.kernel_h * 64 + a.kernel_w, a.stride_h * 64 + a.stride_w};
+  const int8_t* weights = cached_tiles(
+      a.weight, size_t(phases * a.out_channels * th * tw * a.in_channels), key, size_t(phases * phase_lines),
+      sc.weights, [&](int8_t* out) {
+        run_parallel(parallel, phases * 2 * p.pairs, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i)
+            deconv_expand(a, p, i / (2 * p.pairs), i % (2 * p.pairs), out + (i / (2 * p.pairs)) * phase_lines * 64);
+        });
+      });
+  int8_t* planes = grown(sc.planes, size_t(p.cw * p.plane))->bytes;
+  const int64_t n_groups = int64_t(p.groups.size()), blocks = a.stride_h * p.pairs;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((4 + blocks - 1) / blocks, n_groups / 8));
+  const int64_t per_chunk = ((n_groups + chunks - 1) / chunks + 1) / 2 * 2;
+  for (int64_t n = 0; n < a.batch; ++n) {
+    run_parallel(parallel, p.cw, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) deconv_fill(a, p, n, w, planes);
+    });
+    run_parallel(parallel, blocks * chunks, [&](int64_t i0, int64_t i1) {
+      configure_tiles();
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / chunks, ch = i % chunks, ry = b / p.pairs, pair = b % p.pairs;
+        const int64_t g0 = ch * per_chunk, g1 = std::min(n_groups, g0 + per_chunk);
+        const int8_t* const w2[2] = {weights + (ry * 2) * phase_lines * 64, weights + (ry * 2 + 1) * phase_lines * 64};
+        if (g0 < g1) deconv_item(a, sc.plans[size_t(ry)], w2, planes, n, ry, pair * 32, g0, g1);
+      }
+      _tile_release();
+    });
+  }
 }
 
 }  // namespace bidrn

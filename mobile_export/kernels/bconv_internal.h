@@ -124,6 +124,12 @@ bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args);
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel);
 // bidrn::int8_pointwise on the tile unit (checked arguments).
 void amx_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel);
+// bidrn::int8_conv_transpose2d on the tile unit where its phases pair up along x (stride_w 2) and whole tiles
+// cover the channels (C a multiple of 64, O of 32): amx_int8_deconv_takes. dy[r][t], dx[r][t]: phase r's
+// th (tw) tap input offsets along y (x), ascending (int8_conv_transpose2d's deconv_taps).
+bool amx_int8_deconv_takes(const Int8DeconvArgs& a);
+void amx_int8_conv_transpose2d(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_t (*dx)[16], int64_t th,
+                               int64_t tw, ParallelFor parallel);
 // Nanoseconds per `tdpbssd` of a register-only loop of `multiplies` independent tile multiplies (the
 // benchmarks' probe of the tile unit's rate; 16 cycles each on an uncontended Sapphire / Emerald Rapids core).
 double amx_probe_ns(int64_t multiplies);

@@ -180,6 +180,12 @@ void int8_conv_transpose2d(const Int8DeconvArgs& a, ParallelFor parallel) {
     tw = deconv_taps(a.kernel_w, sw, a.pad_w, r, dx[r], kk);
     pl = std::max(pl, -dx[r][0]), pr = std::max(pr, dx[r][tw - 1]);
   }
+#if defined(__x86_64__) && defined(BIDRN_AMX)
+  if (active_path() == Path::kAmx && amx_int8_deconv_takes(a)) {
+    amx_int8_conv_transpose2d(a, dy, dx, th, tw, parallel);
+    return;
+  }
+#endif
   const int64_t Hp = H + pt + pb, Wp = W + pl + pr, K = th * tw * C;
   DeconvScratch& sc = deconv_scratch();
   if (sc.xpad.size() < size_t(N * C * Hp * Wp)) sc.xpad.resize(size_t(N * C * Hp * Wp));
