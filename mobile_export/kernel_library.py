@@ -109,7 +109,7 @@ def load() -> ctypes.CDLL:
             lib.bidrn_kernels_supported_paths.restype = ctypes.c_char_p
             lib.bidrn_kernels_set_path.argtypes = [ctypes.c_char_p]
             lib.bidrn_binary_conv.restype = ctypes.c_char_p
-            lib.bidrn_kernels_amx_takes.argtypes = [ctypes.POINTER(ctypes.c_int64)]
+            lib.bidrn_kernels_amx_takes.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
             for probe_fn in (lib.bidrn_probe_clock_ghz, lib.bidrn_probe_adds_per_ns, lib.bidrn_probe_tile_ns):
                 probe_fn.restype, probe_fn.argtypes = ctypes.c_double, [ctypes.c_int64]

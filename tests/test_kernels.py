@@ -209,13 +209,22 @@ AMX_SHAPES = [
     ("conv", 200, 40, 16, 16, 3, 1, 1),
     ("conv", 100, 40, 14, 11, 3, 1, 1),
     ("conv", 64, 20, 30, 14, 4, 1, 0),
+    # transposed, k = 2 + 2 p, stride 2 (the tile unit's deconv kernel): BoxNet's 256 -> 256 at 16 x 12 (batch
+    # 2), a partial last word of channels with groups crossing row ends at 9 wide, and k6 s2 p2 (3 x 3 taps a
+    # phase) at 8 wide
+    ("transposed", 256, 256, 16, 12, 4, 2, 1),
+    ("transposed", 100, 64, 11, 9, 4, 2, 1),
+    ("transposed", 64, 32, 12, 8, 6, 2, 2),
 ]
 
 
 def amx_takes(kind: str, c: int, o: int, h: int, w: int, k: int, s: int, p: int, n: int = 2) -> bool:
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if kind == "transposed":
+        oh, ow = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
+    else:
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     shape = (ctypes.c_int64 * 13)(n, c, h, w, o, oh, ow, k, k, s, s, p, p)
-    return bool(kernel_library.load().bidrn_kernels_amx_takes(shape))
+    return bool(kernel_library.load().bidrn_kernels_amx_takes(shape, int(kind == "transposed")))
 
 
 @pytest.mark.parametrize("path", ["amx", "avx512"])

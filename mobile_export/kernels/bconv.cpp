@@ -659,13 +659,13 @@ const char* bidrn_kernels_supported_paths() {
   return list.c_str();
 }
 
-int bidrn_kernels_amx_takes(const int64_t* v) {
+int bidrn_kernels_amx_takes(const int64_t* v, int transposed) {
 #if defined(__x86_64__) && defined(BIDRN_AMX)
   static const float zero = 0.0f;
   bidrn::ConvArgs args{&zero, nullptr, nullptr, nullptr, bidrn::Output::kFloat};
-  return bidrn::path_supported(bidrn::Path::kAmx) && bidrn::amx_handles(shape_of(v, false), {}, args) ? 1 : 0;
+  return bidrn::path_supported(bidrn::Path::kAmx) && bidrn::amx_handles(shape_of(v, transposed != 0), {}, args) ? 1 : 0;
 #else
-  (void)v;
+  (void)v, (void)transposed;
   return 0;
 #endif
 }

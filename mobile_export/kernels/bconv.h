@@ -105,9 +105,10 @@ BIDRN_API const char* bidrn_kernels_supported_paths();   // comma-separated, bes
 // Same semantics as the ops, one thread; returns null on success or an error sentence. rprelu may be null.
 // shape13 = batch, in_channels, in_h, in_w, out_channels, out_h, out_w, kernel_h, kernel_w, stride_h,
 // stride_w, pad_h, pad_w.
-// 1 when the `amx` path runs this conv (shape13 as below, not transposed, float output) on the tile unit
-// rather than on the AVX-512 kernels; 0 otherwise, and on builds or CPUs without it.
-BIDRN_API int bidrn_kernels_amx_takes(const int64_t* shape13);
+// 1 when the `amx` path runs this conv (shape13 as below, a transposed conv when `transposed` is 1; float
+// output, no streams) on the tile unit rather than on the AVX-512 kernels; 0 otherwise, and on builds or
+// CPUs without it.
+BIDRN_API int bidrn_kernels_amx_takes(const int64_t* shape13, int transposed);
 // Probes of the core this thread runs on, for the benchmarks' reports (a shared VM's minutes differ), each
 // the best of three loops: the clock in GHz from a chain of `adds` dependent integer adds (one cycle each);
 // the integer adds per ns of `adds` in eight independent chains (the ALUs' throughput, which a busy SMT

@@ -235,11 +235,12 @@ void fill_from_float(const Plan& p, const float* x, int64_t C, int64_t w, int64_
   }
 }
 
-// The weights of output channels [16 cb, 16 cb + 16) as B tiles: for each word kk of their rows, 1 KB in the
-// VNNI order, row r = bytes 4r .. 4r + 3 (input channels 64 (kk mod cw) + 4r + i) of the 16 channels: the
+// The weights of output channels [16 cb, 16 cb + 16) (rows of k_words words, ldw apart) as B tiles: for each
+// word kk of their rows, 1 KB in the VNNI order, row r = bytes 4r .. 4r + 3 (input channels 64 (kk mod cw) + 4r + i) of the 16 channels: the
 // 16 channels' sign bytes, transposed as 16 x 16 dwords. Bytes of input channels past C (the packed words'
 // padding bits) and of output channels past O are zero.
-void expand_weights(const uint64_t* w, int64_t cw, int64_t k_words, int64_t C, int64_t cb, int64_t O, int8_t* out) {
+void expand_weights(const uint64_t* w, int64_t ldw, int64_t cw, int64_t k_words, int64_t C, int64_t cb, int64_t O,
+                    int8_t* out) {
   const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
   const int64_t tail = C - 64 * (cw - 1);  // channels in the last word of a tap: 1 .. 64
   const __mmask64 last = tail == 64 ? ~__mmask64(0) : (__mmask64(1) << tail) - 1;
@@ -253,7 +254,7 @@ void expand_weights(const uint64_t* w, int64_t cw, int64_t k_words, int64_t C, i
     __m512 r[16];
     for (int n = 0; n < 16; ++n) {
       const int64_t o = cb * 16 + n;
-      r[n] = o < O ? _mm512_castsi512_ps(_mm512_maskz_mov_epi8(valid, _mm512_mask_blend_epi8(w[o * k_words + kk], plus, minus)))
+      r[n] = o < O ? _mm512_castsi512_ps(_mm512_maskz_mov_epi8(valid, _mm512_mask_blend_epi8(w[o * ldw + kk], plus, minus)))
                    : _mm512_castsi512_ps(zero);
     }
     transpose16(r);
@@ -615,7 +616,7 @@ const int8_t* expanded_weights(const ConvShape& s, const Plan& p, const uint64_t
                       [&](int8_t* out) {
                         run_parallel(parallel, blocks, [&](int64_t b0, int64_t b1) {
                           for (int64_t cb = b0; cb < b1; ++cb)
-                            expand_weights(w, p.cw, p.k_words, s.in_channels, cb, p.O, out);
+                            expand_weights(w, p.k_words, p.cw, p.k_words, s.in_channels, cb, p.O, out);
                         });
                       });
 }
@@ -656,6 +657,12 @@ bool amx_available() {
   return ok;
 }
 
+namespace {
+// The binary transposed convs on the tile unit (section "int8_conv_transpose2d" below, the same kernel).
+bool amx_deconv_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args);
+void amx_binary_deconv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel);
+}  // namespace
+
 bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args) {
   // Where the count dominates: rows of 9+ words (a 3 x 3 conv of 64+ channels) on 512+ output positions,
   // or on 192+ where the expanded weights, kept from call to call, are 1 MB or less (up to 256 channels at
@@ -669,12 +676,17 @@ bool amx_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args) {
   const int64_t k_words = s.kernel_h * s.kernel_w * words_for(s.in_channels);
   const int64_t expanded_bytes = (s.out_channels + kPairChannels - 1) / kPairChannels * 2 * k_words * 1024;
   const int64_t positions = s.batch * s.out_h * s.out_w;
-  return !s.transposed && s.stride_h == 1 && s.stride_w == 1 && args.branches == 1 && ep.residual_pool == 1 &&
+  if (s.transposed) return amx_deconv_handles(s, ep, args);
+  return s.stride_h == 1 && s.stride_w == 1 && args.branches == 1 && ep.residual_pool == 1 &&
          (args.output == Output::kFloat || args.output == Output::kAccumulator) && k_words >= 9 &&
          (positions >= 512 || (positions >= 192 && expanded_bytes <= (int64_t(1) << 20)));
 }
 
 void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
+  if (s.transposed) {
+    amx_binary_deconv(s, ep, args, parallel);
+    return;
+  }
   const Plan p = make_plan(s);
   AmxScratch& sc = amx_scratch();
   const int64_t in_plane = s.in_h * s.in_w;
@@ -970,25 +982,19 @@ void deconv_expand(const Int8DeconvArgs& a, const Plan& p, int64_t phase, int64_
     }
 }
 
-// Row phase ry, output channels [o0, o0 + 32), groups [g0, g1) of image n.
-void deconv_item(const Int8DeconvArgs& a, const DeconvPlan& dp, const int8_t* const weights[2],
-                 const int8_t* planes, int64_t n, int64_t ry, int64_t o0, int64_t g0, int64_t g1) {
+// Row phase ry's two x phases, output channels [o0, o0 + 32), groups [g0, g1); out = channel o0's output plane
+// of the image, from row phase ry's first row. finish(rx, o, t, src, r): tile t of x phase rx (16 positions x
+// channels o .. o + 15, rows through src) to r[k], channel o + k's values of the group's pixels.
+template <class Finish>
+void deconv_item(const DeconvPlan& dp, const int8_t* const weights[2], const int8_t* planes, float* out,
+                 int64_t out_plane, int64_t o0, int64_t g0, int64_t g1, Finish&& finish) {
   static thread_local std::vector<Line> buffer(2 * kDeconvGroups * 2 * 16);
   int32_t* c = reinterpret_cast<int32_t*>(buffer.data());  // [x phase][group][channel half]: 16 x 16 int32
-  const int64_t O = a.out_channels, ow = 2 * a.in_w, out_plane = a.stride_h * a.in_h * ow;
   const Plan& p = dp.phase[0];
   const Group* groups = p.groups.data();
-  float* out = a.out + (n * O + o0) * out_plane + ry * ow;
   // Lane i of the low (high) half: x phase i % 2 of lane i / 2 (8 + i / 2).
   const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
-  const __m512 scale[2] = {_mm512_loadu_ps(a.scale + o0), _mm512_loadu_ps(a.scale + o0 + 16)};
-  const __m512 bias[2] = {_mm512_loadu_ps(a.bias + o0), _mm512_loadu_ps(a.bias + o0 + 16)};
-  __m512i offset[2][2];  // [x phase][channel half]: zero point x the phase's weight sums
-  for (int rx = 0; rx < 2; ++rx)
-    for (int h = 0; h < 2; ++h)
-      offset[rx][h] = _mm512_mullo_epi32(_mm512_set1_epi32(a.zero_point),
-                                         _mm512_loadu_si512(a.weight_sum + (ry * 2 + rx) * O + o0 + 16 * h));
   for (int64_t bt = g0; bt < g1; bt += kDeconvGroups) {
     const int ng = int(std::min<int64_t>(g1 - bt, kDeconvGroups));
     for (int rx = 0; rx < 2; ++rx) {
@@ -1010,7 +1016,7 @@ void deconv_item(const Int8DeconvArgs& a, const DeconvPlan& dp, const int8_t* co
         for (int h = 0; h < 2; ++h) {
           int32_t* t = c + ((rx * kDeconvGroups + gi) * 2 + h) * 256;
           __m512 r[16];
-          finish_tile(t, groups[bt + gi].src, offset[rx][h], scale[h], bias[h], a.relu, r);
+          finish(rx, o0 + 16 * h, t, groups[bt + gi].src, r);
           for (int i = 0; i < 16; ++i) _mm512_store_ps(reinterpret_cast<float*>(t + i * 16), r[i]);
         }
     for (int k = 0; k < 32; ++k) {
@@ -1029,16 +1035,30 @@ void deconv_item(const Int8DeconvArgs& a, const DeconvPlan& dp, const int8_t* co
   }
 }
 
-// The geometry of one call: the word planes of the padded input (pt, pl the most any phase reads above and
-// left of a pixel), each phase's tap offsets, the groups and their halves' output runs.
-void deconv_plans(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_t (*dx)[16], int64_t th, int64_t tw,
-                  int64_t pt, int64_t pb, int64_t pl, int64_t pr, std::vector<DeconvPlan>& plans) {
-  const int64_t H = a.in_h, W = a.in_w, sh = a.stride_h, ow = 2 * W;
+// A transposed conv's phases as the tile unit runs them: stride_h row phases x 2 column phases of th x tw
+// taps, phase (ry, rx)'s tap (ty, tx) at input offset (dy[ry][ty], dx[rx][tx]), taps in the order of the
+// phase's weights.
+struct DeconvTaps {
+  int64_t th = 0, tw = 0;
+  int64_t dy[16][16] = {}, dx[2][16] = {};
+};
+
+// The geometry of one call (C input channels of H x W, O outputs, stride_h x 2 phases): the word planes of the
+// padded input (padded by the most any tap reads past each side), each phase's tap offsets, the groups and
+// their halves' output runs.
+void deconv_plans(int64_t C, int64_t H, int64_t W, int64_t O, int64_t sh, const DeconvTaps& taps,
+                  std::vector<DeconvPlan>& plans) {
+  int64_t pt = 0, pb = 0, pl = 0, pr = 0;
+  for (int64_t r = 0; r < sh; ++r)
+    for (int64_t t = 0; t < taps.th; ++t) pt = std::max(pt, -taps.dy[r][t]), pb = std::max(pb, taps.dy[r][t]);
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t t = 0; t < taps.tw; ++t) pl = std::max(pl, -taps.dx[r][t]), pr = std::max(pr, taps.dx[r][t]);
+  const int64_t ow = 2 * W;
   Plan base;
-  base.cw = a.in_channels / 64, base.H = H, base.W = W, base.pad_h = pt, base.pad_w = pl;
+  base.cw = words_for(C), base.H = H, base.W = W, base.pad_h = pt, base.pad_w = pl;
   base.Hp = H + pt + pb, base.Wp = W + std::max(pl, pr);  // one zero run between rows, as make_plan
   base.plane = (base.Hp + 1) * base.Wp + kGroup;
-  base.k_words = th * tw * base.cw, base.O = a.out_channels, base.pairs = a.out_channels / 32;
+  base.k_words = taps.th * taps.tw * base.cw, base.O = O, base.pairs = O / 32;
   base.out_plane = sh * H * ow;
   plans.resize(size_t(sh));
   for (int64_t ry = 0; ry < sh; ++ry) {
@@ -1047,8 +1067,9 @@ void deconv_plans(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_
       Plan& p = dp.phase[rx];
       p = base;
       p.tap_off.clear(), p.groups.clear();
-      for (int64_t ty = 0; ty < th; ++ty)
-        for (int64_t tx = 0; tx < tw; ++tx) p.tap_off.push_back((dy[ry][ty] + pt) * base.Wp + dx[rx][tx] + pl);
+      for (int64_t ty = 0; ty < taps.th; ++ty)
+        for (int64_t tx = 0; tx < taps.tw; ++tx)
+          p.tap_off.push_back((taps.dy[ry][ty] + pt) * base.Wp + taps.dx[rx][tx] + pl);
     }
     // Groups of 16 positions j Wp + i over the pixels (i < W valid), compacted as make_plan's.
     Plan& p = dp.phase[0];
@@ -1081,6 +1102,101 @@ void deconv_plans(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_
   }
 }
 
+// One deconv call on the tile unit: per image, fill(n, w) fills word plane w, then the work items (row phase
+// x 32 output channels x a chunk of groups) run; weights: the phases' B tiles, phase after phase, each
+// phase_lines lines; out: N x O x (stride_h H) x 2 W.
+template <class Fill, class Finish>
+void run_deconv(const std::vector<DeconvPlan>& plans, const int8_t* weights, int64_t phase_lines, int8_t* planes,
+                int64_t batch, float* out, Fill&& fill, Finish&& finish, ParallelFor parallel) {
+  const Plan& p = plans[0].phase[0];
+  const int64_t sh = int64_t(plans.size()), ow = 2 * p.W, out_plane = p.out_plane;
+  const int64_t n_groups = int64_t(p.groups.size()), blocks = sh * p.pairs;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((4 + blocks - 1) / blocks, n_groups / 8));
+  const int64_t per_chunk = ((n_groups + chunks - 1) / chunks + 1) / 2 * 2;
+  for (int64_t n = 0; n < batch; ++n) {
+    run_parallel(parallel, p.cw, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) fill(n, w);
+    });
+    run_parallel(parallel, blocks * chunks, [&](int64_t i0, int64_t i1) {
+      configure_tiles();
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / chunks, ch = i % chunks, ry = b / p.pairs, pair = b % p.pairs;
+        const int64_t g0 = ch * per_chunk, g1 = std::min(n_groups, g0 + per_chunk);
+        const int8_t* const w2[2] = {weights + (ry * 2) * phase_lines * 64, weights + (ry * 2 + 1) * phase_lines * 64};
+        float* o = out + (n * p.O + pair * 32) * out_plane + ry * ow;
+        if (g0 < g1)
+          deconv_item(plans[size_t(ry)], w2, planes, o, out_plane, pair * 32, g0, g1,
+                      [&](int rx, int64_t oc, const int32_t* t, const uint8_t* src, __m512 r[16]) {
+                        finish(ry * 2 + rx, oc, t, src, r);
+                      });
+      }
+      _tile_release();
+    });
+  }
+}
+
+// The binary transposed convs the tile unit takes (amx_handles): BoxNet's k4 s2 p1 deconvs and any other
+// whose output is exactly twice its input (kernel = 2 + 2 padding), float output without streams, whole
+// 32-channel blocks out, rows of 8+ pixels, 192+ pixels, and at most 1 MB of expanded weights (BoxNet's
+// 256 -> 256 at 16 x 12; the 2248 -> 256 one, 9 MB expanded, stays with AVX-512's packed words).
+bool amx_deconv_handles(const ConvShape& s, const Epilogue& ep, const ConvArgs& args) {
+  const int64_t cw = words_for(s.in_channels);
+  const int64_t expanded_bytes = s.out_channels / 32 * 2 * s.kernel_h * s.kernel_w * cw * 1024;
+  return s.transposed && s.stride_h == 2 && s.stride_w == 2 && s.kernel_h == 2 + 2 * s.pad_h &&
+         s.kernel_w == 2 + 2 * s.pad_w && s.out_h == 2 * s.in_h && s.out_w == 2 * s.in_w && s.in_w >= 8 &&
+         s.out_channels % 32 == 0 && s.batch * s.in_h * s.in_w >= 192 && expanded_bytes <= (int64_t(1) << 20) &&
+         args.branches == 1 && args.output == Output::kFloat && !ep.residual && !ep.partial && !ep.shortcut &&
+         !ep.post && ep.residual_pool == 1;
+}
+
+void amx_binary_deconv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, ParallelFor parallel) {
+  // Taps in the packed weights' order (ops.transposed_tap_order): phase (ry, rx), then ky = (ry + pad) mod 2
+  // ascending in steps of 2, kx likewise; input offset (r + pad - k) / 2.
+  DeconvTaps taps;
+  for (int64_t r = 0; r < 2; ++r) {
+    taps.th = taps.tw = 0;
+    for (int64_t k = (r + s.pad_h) % 2; k < s.kernel_h; k += 2) taps.dy[r][taps.th++] = (r + s.pad_h - k) / 2;
+    for (int64_t k = (r + s.pad_w) % 2; k < s.kernel_w; k += 2) taps.dx[r][taps.tw++] = (r + s.pad_w - k) / 2;
+  }
+  DeconvAmxScratch& sc = deconv_amx_scratch();
+  deconv_plans(s.in_channels, s.in_h, s.in_w, s.out_channels, 2, taps, sc.plans);
+  const Plan& p = sc.plans[0].phase[0];
+  const int64_t phase_lines = 2 * p.pairs * p.k_words * 16, ldw = s.kernel_h * s.kernel_w * p.cw;
+  const int64_t key[5] = {2, s.in_channels, s.out_channels, s.kernel_h * 64 + s.kernel_w, s.pad_h * 64 + s.pad_w};
+  const int8_t* weights = cached_tiles(
+      args.weight, size_t(weight_words(s)) * sizeof(uint64_t), key, size_t(4 * phase_lines), sc.weights,
+      [&](int8_t* out) {
+        run_parallel(parallel, 4 * 2 * p.pairs, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t phase = i / (2 * p.pairs), cb = i % (2 * p.pairs);
+            expand_weights(args.weight + phase * p.k_words, ldw, p.cw, p.k_words, s.in_channels, cb, p.O,
+                           out + phase * phase_lines * 64);
+          }
+        });
+      });
+  int8_t* planes = grown(sc.planes, size_t(p.cw * p.plane))->bytes;
+  const int64_t in_plane = s.in_h * s.in_w;
+  TileJob j;
+  j.out_channels = p.O, j.ep = ep;
+  const bool rprelu = ep.rprelu != nullptr;
+  run_deconv(
+      sc.plans, weights, phase_lines, planes, s.batch, static_cast<float*>(args.out),
+      [&](int64_t n, int64_t w) {
+        zero_padding(p, w, planes);  // and the slack past the padded image, read by dropped lanes only
+        std::memset(planes + (w * p.plane + p.Hp * p.Wp) * 64, 0, size_t((p.plane - p.Hp * p.Wp) * 64));
+        if (args.x_float) {
+          const float* x = args.x_float + n * (args.x_batch_stride ? args.x_batch_stride : s.in_channels * in_plane);
+          fill_from_float(p, x, s.in_channels, w, 0, in_plane, planes);
+        } else {
+          for (int64_t iy = 0; iy < p.H; ++iy) fill_row(p, args.x_packed + n * in_plane * p.cw, w, iy, planes);
+        }
+      },
+      [&](int64_t, int64_t o, const int32_t* t, const uint8_t* src, __m512 r[16]) {
+        affine_transpose(t, src, Channels(j, o, static_cast<__mmask16>(0xFFFF)), rprelu, false, r);
+      },
+      parallel);
+}
+
 }  // namespace
 
 bool amx_int8_deconv_takes(const Int8DeconvArgs& a) {
@@ -1089,11 +1205,12 @@ bool amx_int8_deconv_takes(const Int8DeconvArgs& a) {
 
 void amx_int8_conv_transpose2d(const Int8DeconvArgs& a, const int64_t (*dy)[16], const int64_t (*dx)[16], int64_t th,
                                int64_t tw, ParallelFor parallel) {
-  int64_t pt = 0, pb = 0, pl = 0, pr = 0;
-  for (int64_t r = 0; r < a.stride_h; ++r) pt = std::max(pt, -dy[r][0]), pb = std::max(pb, dy[r][th - 1]);
-  for (int64_t r = 0; r < 2; ++r) pl = std::max(pl, -dx[r][0]), pr = std::max(pr, dx[r][tw - 1]);
+  DeconvTaps taps;
+  taps.th = th, taps.tw = tw;
+  for (int64_t r = 0; r < a.stride_h; ++r) std::copy(dy[r], dy[r] + th, taps.dy[r]);
+  for (int64_t r = 0; r < 2; ++r) std::copy(dx[r], dx[r] + tw, taps.dx[r]);
   DeconvAmxScratch& sc = deconv_amx_scratch();
-  deconv_plans(a, dy, dx, th, tw, pt, pb, pl, pr, sc.plans);
+  deconv_plans(a.in_channels, a.in_h, a.in_w, a.out_channels, a.stride_h, taps, sc.plans);
   const Plan& p = sc.plans[0].phase[0];
   // Every phase's B tiles, one block after another, through the binary weights' cache.
   const int64_t phases = a.stride_h * 2, phase_lines = 2 * p.pairs * p.k_words * 16;
@@ -1107,24 +1224,17 @@ void amx_int8_conv_transpose2d(const Int8DeconvArgs& a, const int64_t (*dy)[16],
         });
       });
   int8_t* planes = grown(sc.planes, size_t(p.cw * p.plane))->bytes;
-  const int64_t n_groups = int64_t(p.groups.size()), blocks = a.stride_h * p.pairs;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((4 + blocks - 1) / blocks, n_groups / 8));
-  const int64_t per_chunk = ((n_groups + chunks - 1) / chunks + 1) / 2 * 2;
-  for (int64_t n = 0; n < a.batch; ++n) {
-    run_parallel(parallel, p.cw, [&](int64_t w0, int64_t w1) {
-      for (int64_t w = w0; w < w1; ++w) deconv_fill(a, p, n, w, planes);
-    });
-    run_parallel(parallel, blocks * chunks, [&](int64_t i0, int64_t i1) {
-      configure_tiles();
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / chunks, ch = i % chunks, ry = b / p.pairs, pair = b % p.pairs;
-        const int64_t g0 = ch * per_chunk, g1 = std::min(n_groups, g0 + per_chunk);
-        const int8_t* const w2[2] = {weights + (ry * 2) * phase_lines * 64, weights + (ry * 2 + 1) * phase_lines * 64};
-        if (g0 < g1) deconv_item(a, sc.plans[size_t(ry)], w2, planes, n, ry, pair * 32, g0, g1);
-      }
-      _tile_release();
-    });
-  }
+  const int64_t O = a.out_channels;
+  run_deconv(
+      sc.plans, weights, phase_lines, planes, a.batch, a.out,
+      [&](int64_t n, int64_t w) { deconv_fill(a, p, n, w, planes); },
+      [&](int64_t phase, int64_t o, const int32_t* t, const uint8_t* src, __m512 r[16]) {
+        // (acc - zero point x the phase's weight sums) x scale + bias, ReLU where asked
+        const __m512i offset = _mm512_mullo_epi32(_mm512_set1_epi32(a.zero_point),
+                                                  _mm512_loadu_si512(a.weight_sum + phase * O + o));
+        finish_tile(t, src, offset, _mm512_loadu_ps(a.scale + o), _mm512_loadu_ps(a.bias + o), a.relu, r);
+      },
+      parallel);
 }
 
 }  // namespace bidrn
