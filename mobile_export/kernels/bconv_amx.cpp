@@ -890,7 +890,8 @@ void amx_int8_pointwise(const PointwiseArgs& a, ParallelFor parallel) {
 // of groups of 16 positions (the binary plan's flat sequence: a phase's pixels are the positions y Wp + x,
 // x < W), and the epilogue interleaves the two phases' values of a channel into 32 consecutive output
 // floats: every output row written once, whole, instead of two strided passes of 16-lane scatters over it
-// (int8_pointwise.cpp's generic form).
+// (int8_pointwise.cpp's generic form). The binary transposed convs of the same geometry run the same kernel
+// on sign bytes (amx_binary_deconv: the stride-1 convs' fill, weight expansion and epilogue affine).
 
 namespace {
 
