@@ -285,22 +285,26 @@ def assert_bit_exact_on_two_threads(pte, x: torch.Tensor, want: torch.Tensor, tm
     assert done.returncode == 0 and "bit-exact" in done.stdout, done.stderr[-3000:]
 
 
-def test_binary_conv_on_two_threads_keeps_every_bit(tmp_path):
-    """A 3 x 3 binary conv the `amx` path takes in its 4-group order (129 channels: 27 words a row), with
-    float input, on ExecuTorch's threadpool at 2 threads on every path: work items, the float input's fill
-    and the weights' expansion split across threads, the reference's bits."""
+@pytest.mark.parametrize("kind, c, o, h, w, k, s, p", [("conv", 129, 70, 24, 24, 3, 1, 1),
+                                                      ("transposed", 100, 64, 11, 9, 4, 2, 1)])
+def test_binary_conv_on_two_threads_keeps_every_bit(tmp_path, kind, c, o, h, w, k, s, p):
+    """A 3 x 3 binary conv the `amx` path takes in its 4-group order (129 channels: 27 words a row) and a
+    transposed conv it takes through the deconv kernel, with float input, on ExecuTorch's threadpool at 2
+    threads on every path: work items, the float input's fill and the weights' expansion split across
+    threads, the reference's bits."""
     from mobile_export import bench_kernels, export
     from mobile_export.layer_shapes import LayerShape
 
-    layer = LayerShape("two_threads", "conv", 2, 129, 70, 24, 24, 3, 1, 1)
-    assert amx_takes("conv", 129, 70, 24, 24, 3, 1, 1)
+    layer = LayerShape("two_threads", "conv_transpose" if kind == "transposed" else "conv", 2, c, o, h, w, k, s, p)
+    assert amx_takes(kind, c, o, h, w, k, s, p) or "amx" not in kernel_library.supported_paths()
     torch.manual_seed(5)
     module = bench_kernels.BinaryLayerModule(layer).eval()
-    x = with_special_values(torch.randn(2, 129, 24, 24), torch.Generator().manual_seed(6))
+    x = with_special_values(torch.randn(2, c, h, w), torch.Generator().manual_seed(6))
     path = tmp_path / "binary.pte"
     export.save_program(module, (x,), path)
-    want = ops.binary_conv2d_reference(x, module.weight, module.scale, module.bias, None, 129, [3, 3], [1, 1],
-                                       [1, 1])
+    reference = ops.binary_conv_transpose2d_reference if kind == "transposed" else ops.binary_conv2d_reference
+    extra = ([0, 0],) if kind == "transposed" else ()
+    want = reference(x, module.weight, module.scale, module.bias, None, c, [k, k], [s, s], [p, p], *extra)
     assert_bit_exact_on_two_threads(path, x, want, tmp_path)
 
 
