@@ -1,7 +1,8 @@
 """`bidrn bench kernels`: each binary layer (ExecuTorch .pte with the bidrn:: op) against XNNPACK fp32 and
 XNNPACK int8 (PT2E static, per-channel, fp32 in/out) .pte files of the same shape, timed in the same run.
-The int8 block residuals (layer_shapes.BLOCK_RESIDUALS, ``br_*``) are timed the same way, their "binary"
-program being ``bidrn::int8_pointwise`` (the --int8 export's lowering) against XNNPACK's int8 and fp32 convs.
+The int8 block residuals (layer_shapes.BLOCK_RESIDUALS, ``br_*``) and BoxNet's deconv3
+(``int8_deconv3_256_32x24``) are timed the same way, their "binary" program being the --int8 export's
+lowering (``bidrn::int8_pointwise``, ``bidrn::int8_conv_transpose2d``) against XNNPACK's int8 and fp32 convs.
 
 ExecuTorch's threadpool size can only be set before a program is loaded, so the programs are exported once
 into a temporary folder and each thread count is timed in its own child process.
@@ -34,7 +35,7 @@ def _example_input(layer: LayerShape) -> torch.Tensor:
 def float_module(layer: LayerShape) -> nn.Module:
     if layer.kind == "linear":
         return nn.Linear(layer.in_channels, layer.out_channels)
-    cls = nn.ConvTranspose2d if layer.kind == "conv_transpose" else nn.Conv2d
+    cls = nn.ConvTranspose2d if layer.transposed else nn.Conv2d
     return cls(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding)
 
 
@@ -68,12 +69,17 @@ class BinaryLayerModule(nn.Module):
         return torch.ops.bidrn.binary_conv2d(x, self.weight, self.scale, self.bias, None, l.in_channels, k, s, p)
 
 
-def int8_pointwise_module(layer: LayerShape, x: torch.Tensor) -> nn.Module:
-    """A block residual as the --int8 export runs it: bidrn::int8_pointwise (export.Int8Pointwise),
-    calibrated on x."""
-    from mobile_export.export import Int8Pointwise
+def int8_module(layer: LayerShape, x: torch.Tensor) -> nn.Module:
+    """An int8 layer as the --int8 export runs it, calibrated on x: a block residual as bidrn::int8_pointwise
+    (export.Int8Pointwise, no ReLU), deconv3 as bidrn::int8_conv_transpose2d (export.Int8ConvTranspose of
+    its phase decomposition; BN and ReLU, folded there in the network, left out)."""
+    from mobile_export.deconv import PhasedConvTranspose2d
+    from mobile_export.export import Int8ConvTranspose, Int8Pointwise
 
-    module = Int8Pointwise(float_module(layer).eval())  # a block residual: no ReLU
+    if layer.kind == "int8_conv_transpose":
+        module = Int8ConvTranspose(PhasedConvTranspose2d(float_module(layer).eval()))
+    else:
+        module = Int8Pointwise(float_module(layer).eval())
     module(x)
     module.freeze()
     return module.eval()
@@ -117,7 +123,7 @@ def export_programs(layer: LayerShape, folder: Path) -> dict[str, Path]:
     x = _example_input(layer)
     module = float_module(layer).eval()
     programs = {
-        "binary": lambda: _lower(int8_pointwise_module(layer, x) if layer.kind == "int8_pointwise"
+        "binary": lambda: _lower(int8_module(layer, x) if layer.kind.startswith("int8")
                                  else BinaryLayerModule(layer).eval(), x, xnnpack=False),
         "fp32": lambda: _lower(module, x, xnnpack=True),
         "int8": lambda: _lower(_quantized(module, x), x, xnnpack=True),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class LayerShape:
     name: str
-    kind: str  # "conv", "conv_transpose", "linear" or "int8_pointwise" (1 x 1, int8)
+    kind: str  # "conv", "conv_transpose", "linear", "int8_pointwise" (1 x 1, int8) or "int8_conv_transpose"
     batch: int
     in_channels: int
     out_channels: int
@@ -31,8 +31,12 @@ class LayerShape:
     padding: int = 0
 
     @property
+    def transposed(self) -> bool:
+        return self.kind in ("conv_transpose", "int8_conv_transpose")
+
+    @property
     def out_hw(self) -> tuple[int, int]:
-        if self.kind == "conv_transpose":
+        if self.transposed:
             return ((self.height - 1) * self.stride - 2 * self.padding + self.kernel,
                     (self.width - 1) * self.stride - 2 * self.padding + self.kernel)
         return ((self.height + 2 * self.padding - self.kernel) // self.stride + 1,
@@ -40,10 +44,10 @@ class LayerShape:
 
     @property
     def macs(self) -> int:
-        """Binary (int8 for int8_pointwise) MACs, counting only valid taps for the transposed conv (stride^2
+        """Binary (int8 for the int8 kinds) MACs, counting only valid taps for the transposed conv (stride^2
         fewer than its kernel)."""
         oh, ow = self.out_hw
-        taps = self.kernel ** 2 // (self.stride ** 2 if self.kind == "conv_transpose" else 1)
+        taps = self.kernel ** 2 // (self.stride ** 2 if self.transposed else 1)
         return self.batch * oh * ow * self.out_channels * self.in_channels * taps
 
 
@@ -100,7 +104,11 @@ BLOCK_RESIDUALS: list[LayerShape] = [
     *_block_residuals("face", 1, 48, 48, bottleneck=False),
 ]
 
+# BoxNet's full-precision deconv3 (k4 s2 p1, 256 -> 256 at 32 x 24), which --int8 runs as
+# bidrn::int8_conv_transpose2d (export.Int8ConvTranspose).
+INT8_DECONV = LayerShape("int8_deconv3_256_32x24", "int8_conv_transpose", 1, 256, 256, 32, 24, 4, 2, 1)
+
 
 def benchmark_layers() -> list[LayerShape]:
-    """The reference layer first, then BiDRN's binary layers, then the int8 block residuals."""
-    return [REFERENCE, *BIDRN_LAYERS, *BLOCK_RESIDUALS]
+    """The reference layer first, then BiDRN's binary layers, then the int8 block residuals and deconv3."""
+    return [REFERENCE, *BIDRN_LAYERS, *BLOCK_RESIDUALS, INT8_DECONV]

@@ -182,6 +182,39 @@ def test_kernel_bench_times_the_block_residuals_bidrn_runs():
     assert sorted(seen) == sorted(want)
 
 
+def test_kernel_bench_times_the_deconv3_bidrn_runs_as_int8(tmp_path):
+    """layer_shapes.INT8_DECONV (a row of `bidrn bench kernels`) is BoxNet's phased deconv3 of the bidrn
+    network, input size included, and its bench program is one bidrn::int8_conv_transpose2d, bit-exact
+    against the op's reference."""
+    from bidrn import create_model
+    from mobile_export import bench_kernels
+    from mobile_export.deconv import PhasedConvTranspose2d
+    from mobile_export.layer_shapes import INT8_DECONV as layer
+
+    model = create_model("bidrn").eval()
+    prepared, _ = export.prepare_for_export(model, body_model=False)
+    seen = []
+    for m in prepared.modules():
+        if isinstance(m, PhasedConvTranspose2d):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(
+                (args[0].shape[0], args[0].shape[1], mod.convs[0].out_channels, *args[0].shape[2:],
+                 *mod.kernel_size, *mod.stride, *mod.padding)))
+    with torch.no_grad():
+        prepared(export.example_image(model.cfg))
+    k, s, p = (layer.kernel,) * 2, (layer.stride,) * 2, (layer.padding,) * 2
+    assert seen == [(layer.batch, layer.in_channels, layer.out_channels, layer.height, layer.width, *k, *s, *p)]
+    x = bench_kernels._example_input(layer)
+    module = bench_kernels.int8_module(layer, x)
+    path = tmp_path / "deconv3.pte"
+    assert export.save_program(module, (x,), path) == {"int8_conv_transpose2d": 1}
+    got = export.load_program(path)[0].execute([x])[0]
+    want = ops.int8_conv_transpose2d_reference(x, module.weight, module.weight_sum, module.scale, module.bias,
+                                               module.input_scale_inv, module.input_zero_point, list(k), list(s),
+                                               list(p), module.relu)
+    assert got.shape == (1, layer.out_channels, *layer.out_hw)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
 def test_two_threads_split_the_work_and_keep_every_bit(tmp_path):
     """The op on ExecuTorch's threadpool with 2 threads (set before any program loads, hence a child
     process), on every path: quantization and GEMM items split across threads, the same bits."""
