@@ -121,6 +121,27 @@ struct Plan {
   std::vector<Group> groups;
 };
 
+// Groups of 16 consecutive positions over rows x width outputs in the flat sequence of a plane Wp wide
+// (output (y, x) at position y Wp + x; the positions with x >= width computed and dropped), each group's
+// valid lanes first (Group::src), appended to `groups`.
+void flat_groups(int64_t rows, int64_t width, int64_t Wp, std::vector<Group>& groups) {
+  const int64_t span = (rows - 1) * Wp + width;
+  for (int64_t g0 = 0; g0 < span; g0 += kGroup) {
+    Group g;
+    g.base = g0, g.at = 0;
+    int n = 0;
+    for (int l = 0; l < kGroup && g0 + l < span; ++l) {
+      const int64_t pos = g0 + l, y = pos / Wp, x = pos - y * Wp;
+      if (x >= width) continue;  // a dropped column
+      if (n == 0) g.at = y * width + x;
+      g.src[n++] = uint8_t(l);
+    }
+    for (int i = n; i < kGroup; ++i) g.src[i] = 0;
+    g.mask = static_cast<__mmask16>((1u << n) - 1);
+    groups.push_back(g);
+  }
+}
+
 Plan make_plan(const ConvShape& s) {
   Plan p;
   p.cw = words_for(s.in_channels);
@@ -154,26 +175,13 @@ Plan make_plan(const ConvShape& s) {
       }
     return p;
   }
-  const int64_t span = (s.out_h - 1) * p.Wp + s.out_w;
-  for (int64_t g0 = 0; g0 < span; g0 += kGroup) {
-    g.base = g0, g.at = 0;
-    int n = 0;
-    for (int l = 0; l < kGroup && g0 + l < span; ++l) {
-      const int64_t pos = g0 + l, y = pos / p.Wp, x = pos - y * p.Wp;
-      if (x >= s.out_w) continue;  // a dropped column
-      if (n == 0) g.at = y * s.out_w + x;
-      g.src[n++] = uint8_t(l);
-    }
-    for (int i = n; i < kGroup; ++i) g.src[i] = 0;
-    g.mask = static_cast<__mmask16>((1u << n) - 1);
-    p.groups.push_back(g);
-  }
+  flat_groups(s.out_h, s.out_w, p.Wp, p.groups);
   return p;
 }
 
 // Input row iy of word plane w from the packed input (words_for(C) words a pixel): 64 sign bytes a position
 // (+1, or -1 where the bit is set; the padding bits of the last word give +1, which the weights' zero bytes
-// there cancel). The padding around it is zero_padding's.
+// there cancel). The padding around it is fill_padding's.
 void fill_row(const Plan& p, const uint64_t* packed, int64_t w, int64_t iy, int8_t* planes) {
   const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
   const uint64_t* src = packed + iy * p.W * p.cw + w;
@@ -181,17 +189,19 @@ void fill_row(const Plan& p, const uint64_t* packed, int64_t w, int64_t iy, int8
   for (int64_t x = 0; x < p.W; ++x) _mm512_store_si512(row + x * 64, _mm512_mask_blend_epi8(src[x * p.cw], plus, minus));
 }
 
-// The zero padding of word plane w: the positions before the first row's pixels, the zero run after each
-// row's (shared with the next row's left padding) and everything after the last row up to the slack.
-void zero_padding(const Plan& p, int64_t w, int8_t* planes) {
+// Every position of word plane w that holds no pixel, set to `value` (0 around sign bytes; the int8 deconv's
+// zero point): the positions before the first row's pixels, the run after each row's (shared with the next
+// row's left padding) and everything after the last row, the slack that dropped lanes read included.
+void fill_padding(const Plan& p, int64_t w, int8_t* planes, int8_t value = 0) {
   int8_t* dst = planes + w * p.plane * 64;
-  const auto zero_run = [&](int64_t from, int64_t to) {
-    for (int64_t q = from; q < to; ++q) _mm512_store_si512(dst + q * 64, _mm512_setzero_si512());
+  const __m512i v = _mm512_set1_epi8(static_cast<char>(value));
+  const auto fill_run = [&](int64_t from, int64_t to) {
+    for (int64_t q = from; q < to; ++q) _mm512_store_si512(dst + q * 64, v);
   };
-  zero_run(0, p.pad_h * p.Wp + p.pad_w);
+  fill_run(0, p.pad_h * p.Wp + p.pad_w);
   for (int64_t iy = 0; iy < p.H; ++iy) {
     const int64_t end = (iy + p.pad_h) * p.Wp + p.pad_w + p.W;
-    zero_run(end, iy + 1 < p.H ? end + p.Wp - p.W : p.Hp * p.Wp);
+    fill_run(end, iy + 1 < p.H ? end + p.Wp - p.W : p.plane);
   }
 }
 
@@ -692,9 +702,6 @@ void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& arg
   const int64_t in_plane = s.in_h * s.in_w;
   const int8_t* weights = expanded_weights(s, p, args.weight, sc.weights, parallel);
   int8_t* planes = grown(sc.planes, size_t(p.cw * p.plane))->bytes;
-  // The slack past each padded image (read by dropped lanes only) is zeroed once per call.
-  for (int64_t w = 0; w < p.cw; ++w)
-    std::memset(planes + (w * p.plane + p.Hp * p.Wp) * 64, 0, size_t((p.plane - p.Hp * p.Wp) * 64));
   // The epilogue reads these fields of a TileJob (as the other paths' epilogues do).
   TileJob j;
   j.out_channels = p.O, j.ep = ep;
@@ -711,7 +718,7 @@ void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& arg
       run_parallel(parallel, p.cw * sweeps, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t w = i / sweeps, q0 = i % sweeps * kFillPixels;
-          if (q0 == 0) zero_padding(p, w, planes);
+          if (q0 == 0) fill_padding(p, w, planes);
           fill_from_float(p, x, s.in_channels, w, q0, std::min(in_plane, q0 + kFillPixels), planes);
         }
       });
@@ -719,7 +726,7 @@ void amx_binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& arg
       const uint64_t* xp = args.x_packed + n * in_plane * p.cw;
       run_parallel(parallel, p.cw * p.H, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-          if (r % p.H == 0) zero_padding(p, r / p.H, planes);
+          if (r % p.H == 0) fill_padding(p, r / p.H, planes);
           fill_row(p, xp, r / p.H, r % p.H, planes);
         }
       });
@@ -939,11 +946,7 @@ DeconvAmxScratch& deconv_amx_scratch() {
 void deconv_fill(const Int8DeconvArgs& a, const Plan& p, int64_t n, int64_t w, int8_t* planes) {
   const int64_t C = a.in_channels, H = a.in_h, W = a.in_w;
   int8_t* dst = planes + w * p.plane * 64;
-  const __m512i zp8 = _mm512_set1_epi8(static_cast<char>(a.zero_point));
-  const auto fill_zp = [&](int64_t from, int64_t to) {
-    for (int64_t q = from; q < to; ++q) _mm512_store_si512(dst + q * 64, zp8);
-  };
-  fill_zp(0, p.pad_h * p.Wp + p.pad_w);
+  fill_padding(p, w, planes, static_cast<int8_t>(a.zero_point));
   const __m512 inv = _mm512_set1_ps(a.input_scale_inv), zp = _mm512_set1_ps(float(a.zero_point));
   const float* x = a.x + (n * C + 64 * w) * H * W;
   for (int64_t iy = 0; iy < H; ++iy) {
@@ -961,7 +964,6 @@ void deconv_fill(const Int8DeconvArgs& a, const Plan& p, int64_t n, int64_t w, i
       transpose16(v);  // v[l]: pixel l's 64 channels
       for (int l = 0; l < cnt; ++l) _mm512_store_ps(reinterpret_cast<float*>(dst + (row + ix + l) * 64), v[l]);
     }
-    fill_zp(row + W, iy + 1 < H ? row + p.Wp : p.plane);
   }
 }
 
@@ -1074,21 +1076,10 @@ void deconv_plans(int64_t C, int64_t H, int64_t W, int64_t O, int64_t sh, const 
     }
     // Groups of 16 positions j Wp + i over the pixels (i < W valid), compacted as make_plan's.
     Plan& p = dp.phase[0];
+    flat_groups(H, W, base.Wp, p.groups);
     dp.runs.clear();
-    const int64_t span = (H - 1) * base.Wp + W;
-    for (int64_t q0 = 0; q0 < span; q0 += kGroup) {
-      Group g;
-      g.base = q0, g.at = 0;
-      int nv = 0;
-      for (int l = 0; l < kGroup && q0 + l < span; ++l) {
-        const int64_t y = (q0 + l) / base.Wp, x = (q0 + l) - y * base.Wp;
-        if (x >= W) continue;
-        if (nv == 0) g.at = y * W + x;
-        g.src[nv++] = uint8_t(l);
-      }
-      for (int i = nv; i < kGroup; ++i) g.src[i] = 0;
-      g.mask = static_cast<__mmask16>((1u << nv) - 1);
-      p.groups.push_back(g);
+    for (const Group& g : p.groups) {
+      const int nv = __builtin_popcount(g.mask);
       DeconvRuns runs = {{0, 0, 0, 0}, {0, 0, 0, 0}};
       for (int e = 0; e < 2; ++e) {  // lanes 8 e + l: pixel at + 8 e + l, floats 2 l and 2 l + 1 of the half
         int run = 2 * e - 1;
@@ -1183,8 +1174,7 @@ void amx_binary_deconv(const ConvShape& s, const Epilogue& ep, const ConvArgs& a
   run_deconv(
       sc.plans, weights, phase_lines, planes, s.batch, static_cast<float*>(args.out),
       [&](int64_t n, int64_t w) {
-        zero_padding(p, w, planes);  // and the slack past the padded image, read by dropped lanes only
-        std::memset(planes + (w * p.plane + p.Hp * p.Wp) * 64, 0, size_t((p.plane - p.Hp * p.Wp) * 64));
+        fill_padding(p, w, planes);
         if (args.x_float) {
           const float* x = args.x_float + n * (args.x_batch_stride ? args.x_batch_stride : s.in_channels * in_plane);
           fill_from_float(p, x, s.in_channels, w, 0, in_plane, planes);
