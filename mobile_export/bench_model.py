@@ -64,9 +64,27 @@ def load_forward(path: str | Path):
     are read in place (bench_kernels._lower). Needs the kernel library loaded for programs with bidrn:: ops."""
     from executorch.extension.pybindings import portable_lib
 
-    module = portable_lib._load_for_executorch(str(path))
-    sizes = tuple(module.method_meta("forward").input_tensor_meta(0).sizes())
+    with loading(path):
+        module = portable_lib._load_for_executorch(str(path))
+        sizes = tuple(module.method_meta("forward").input_tensor_meta(0).sizes())
     return (lambda x: module.forward([x], clone_outputs=False)), sizes
+
+
+class ProgramLoadError(ValueError):
+    """ExecuTorch could not load a program that passed export.check_pte (a truncated or damaged file)."""
+
+
+_LOAD_FAILED = 3  # a worker's exit status when its program did not load; stderr's last line says why
+
+
+@contextlib.contextmanager
+def loading(path):
+    """Loading ``path`` in this block: ExecuTorch's RuntimeError becomes a ProgramLoadError that names the file."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise ProgramLoadError(f"{path}: ExecuTorch could not load its forward method ({exc}); the file may be "
+                               f"truncated or damaged: export it again (`bidrn export NAME --out {path}`)") from exc
 
 
 @contextlib.contextmanager
@@ -138,7 +156,8 @@ def _memory_worker(path: str, threads: int) -> dict:
     from executorch.runtime import Runtime
 
     before = _rss_mb()
-    method = Runtime.get().load_program(path).load_method("forward")
+    with loading(path):
+        method = Runtime.get().load_program(path).load_method("forward")
     loaded = _rss_mb()
     method.execute([_input_for(method)])
     return {"rss_before_load_mb": before, "load_mb": loaded - before, "peak_mb": _peak_rss_mb() - before}
@@ -167,8 +186,9 @@ def _profile_worker(path: str, threads: int, runs: int, warmup: int) -> dict:
     from executorch.devtools import Inspector
     from executorch.extension.pybindings import portable_lib
 
-    module = portable_lib._load_for_executorch(path, enable_etdump=True, debug_buffer_size=0)
-    x = _input_for_shape(module.method_meta("forward").input_tensor_meta(0).sizes())
+    with loading(path):
+        module = portable_lib._load_for_executorch(path, enable_etdump=True, debug_buffer_size=0)
+        x = _input_for_shape(module.method_meta("forward").input_tensor_meta(0).sizes())
     for _ in range(warmup):
         module.forward([x])
     with tempfile.TemporaryDirectory(prefix="bidrn-profile-") as tmp:
@@ -220,6 +240,8 @@ def _worker(*args: str) -> list | dict:
 def _child(*args) -> list | dict:
     cmd = [sys.executable, "-m", "mobile_export.bench_model", *map(str, args)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode == _LOAD_FAILED:
+        raise ProgramLoadError(done.stderr.strip().splitlines()[-1])
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker failed ({' '.join(cmd[3:])}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -230,10 +252,10 @@ def _model_name(path: Path) -> str:
     return json.loads(sidecar.read_text()).get("model", path.stem) if sidecar.exists() else path.stem
 
 
-def _check_ops_version(path: Path) -> None:
-    from mobile_export.export import check_ops_version  # torch-heavy; only the parent process needs it
+def _check_pte(path: str | Path) -> Path:
+    from mobile_export.export import check_pte  # torch-heavy; only the parent process needs it
 
-    check_ops_version(path)
+    return check_pte(path)
 
 
 def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 3, log=print) -> list[dict]:
@@ -251,11 +273,7 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
     the core at the run's best (:func:`at_speed`), ``paired_speedup_core_shared`` over the
     ``rounds_core_shared`` others (None where there are none).
     """
-    paths = [Path(p) for p in ptes]
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such .pte file (make one with `bidrn export NAME --out {p}`)")
-        _check_ops_version(p)
+    paths = [_check_pte(p) for p in ptes]
     if runs < 2:
         raise ValueError(f"runs must be >= 2 for a p90, got {runs}")
     log(f"timing {', '.join(map(str, paths))}: {warmup} warm-up + {runs} interleaved runs, {threads} thread(s)")
@@ -285,10 +303,7 @@ def run(ptes: list[str | Path], threads: int = 1, runs: int = 30, warmup: int = 
 def profile(pte: str | Path, threads: int = 1, runs: int = 10, warmup: int = 3) -> dict:
     """Where one program's time goes (module docstring): execute_ms, by_kind_ms (bidrn / xnnpack / portable /
     other) and events, one row per group with ms (sum of per-event medians), count and share."""
-    p = Path(pte)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such .pte file (make one with `bidrn export NAME --out {p}`)")
-    _check_ops_version(p)
+    p = _check_pte(pte)
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     return _child("profile", threads, runs, warmup, p)
@@ -334,4 +349,9 @@ def format_table(rows: list[dict]) -> str:
 if __name__ == "__main__":
     # Worker mode (used by run / profile): time THREADS RUNS WARMUP PTE... | profile THREADS RUNS WARMUP PTE |
     # memory THREADS PTE -> one JSON line.
-    print(json.dumps(_worker(*sys.argv[1:])))
+    try:
+        result = _worker(*sys.argv[1:])
+    except ProgramLoadError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(_LOAD_FAILED)
+    print(json.dumps(result))

@@ -1354,18 +1354,35 @@ def check_ops_version(path: str | Path) -> None:
                           f"--out {path}`)")
 
 
+def check_pte(path: str | Path) -> Path:
+    """``path`` as a program this library can run, checked before ExecuTorch reads it: the file exists, starts as
+    an ExecuTorch program does (the flatbuffer's file identifier at byte 4: 'ET' and a two-digit schema version,
+    e.g. 'ET12'), and its report names this library's bidrn:: op schemas (:func:`check_ops_version`). Anything
+    else is an error that says what was expected, not a loader abort."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such .pte file (make one with `bidrn export NAME --out {path}`)")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():
+        raise ExportError(f"{path}: not an ExecuTorch program (a .pte has the file identifier 'ET' and a two-digit "
+                          f"version at byte 4, found {head[4:8]!r}); make one with `bidrn export NAME --out {path}`")
+    check_ops_version(path)
+    return path
+
+
 def load_program(path: str | Path):
     """(forward method, output names) of a .pte in ExecuTorch's Python runtime, our kernel library loaded."""
     from executorch.runtime import Runtime
 
     from mobile_export import kernel_library
 
+    from mobile_export.bench_model import loading
+
     kernel_library.load()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such .pte file (make one with `bidrn export NAME --out {path}`)")
-    check_ops_version(path)
-    method = Runtime.get().load_program(str(path)).load_method("forward")
+    path = check_pte(path)
+    with loading(path):
+        method = Runtime.get().load_program(str(path)).load_method("forward")
     sidecar = Path(str(path) + ".json")
     names = json.loads(sidecar.read_text())["outputs"] if sidecar.exists() else None
     return method, names

@@ -198,12 +198,18 @@ def test_file_is_smaller_than_the_full_precision_twin_weights_alone(tiny_export,
 def test_a_program_exported_for_older_op_schemas_is_refused_before_loading(tmp_path):
     """ExecuTorch reads op arguments by position and aborts on a mismatch: the report's ops_version guards."""
     path = tmp_path / "old.pte"
-    path.write_bytes(b"not loaded")
+    path.write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(56))  # a .pte's first bytes, the rest not a program
     report = {"model": "bidrn", "outputs": [], "ops_outside_xnnpack": {"binary_conv2d": 3}}  # no ops_version: 1
     (tmp_path / "old.pte.json").write_text(json.dumps(report))
     with pytest.raises(export.ExportError, match=r"version 1 of the bidrn:: ops.*export it again"):
         export.load_program(path)
     report["ops_version"] = ops.OPS_VERSION
     (tmp_path / "old.pte.json").write_text(json.dumps(report))
-    with pytest.raises(RuntimeError):  # past the check: the runtime itself refuses the bytes
+    # Past the version check the runtime refuses the damaged file; the error names it ...
+    with pytest.raises(ValueError, match=r"old.pte: ExecuTorch could not load its forward method .*export it again"):
+        export.load_program(path)
+    # ... and bytes that are no ExecuTorch program at all (the flatbuffer's file identifier, 'ET' and two
+    # digits, sits at byte 4 of every .pte) are refused before the runtime reads them.
+    path.write_bytes(b"not loaded")
+    with pytest.raises(export.ExportError, match=r"old.pte: not an ExecuTorch program .*found b'load'"):
         export.load_program(path)

@@ -459,6 +459,31 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
     assert "core during the rounds: clock " in table
 
 
+def test_bench_commands_refuse_a_damaged_program_with_a_message(tmp_path, capsys):
+    """`bidrn bench model / profile` on a file that is not a whole .pte: exit status 2 and one line naming the
+    file and what was expected (no traceback), whether the header is wrong (checked before any worker starts)
+    or the program is cut short (ExecuTorch's refusal, from the worker that tried to load it)."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from bidrn.cli import main
+
+    model, x = LayerChain().eval(), torch.randn(1, 13, 11, 9)
+    whole = to_edge_transform_and_lower(torch.export.export(model, (x,))).to_executorch().buffer
+    good, cut, text = tmp_path / "chain.pte", tmp_path / "cut.pte", tmp_path / "notes.pte"
+    good.write_bytes(whole)
+    cut.write_bytes(whole[: len(whole) // 3])
+    text.write_text("not a program")
+    cases = [(["model", "--pte", str(text)], "notes.pte: not an ExecuTorch program"),
+             (["model", "--pte", str(good), "--vs", str(cut), "--runs", "2", "--warmup", "0"],
+              "cut.pte: ExecuTorch could not load its forward method"),
+             (["profile", "--pte", str(cut), "--runs", "1", "--warmup", "0"],
+              "cut.pte: ExecuTorch could not load its forward method")]
+    for argv, message in cases:
+        assert main(["bench", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+
+
 def test_core_probe_reads_a_plausible_clock_issue_rate_and_tile_rate():
     """The benchmarks' probe: a chain of dependent adds runs at one a cycle, so its rate is the clock, which
     for any CPU this runs on lies between 0.5 and 6 GHz; eight independent chains retire at most as many adds
