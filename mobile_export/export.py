@@ -1376,7 +1376,6 @@ def load_program(path: str | Path):
     from executorch.runtime import Runtime
 
     from mobile_export import kernel_library
-
     from mobile_export.bench_model import loading
 
     kernel_library.load()
