@@ -371,18 +371,6 @@ int64_t strip_tiles(int64_t k_words) {
   return std::max<int64_t>(1, std::min<int64_t>(kMaxStripTiles, fit));
 }
 
-// Strips of at most `most` tiles over `tiles`, all of one size (the last may be shorter by less than one strip's
-// rounding) and, where there are several, an even number of them: ExecuTorch's parallel_for hands each thread
-// one contiguous range of work items, so strips of 64 + 32 tiles, or three strips, split 2 : 1 between two
-// threads (the body's 64 x 48 FUR and FDR layers gained 1.10x and 1.3x from the second thread). Returns the
-// strip length; strips = ceil(tiles / length).
-int64_t balanced_strip(int64_t tiles, int64_t most) {
-  most = std::max<int64_t>(1, most);
-  int64_t strips = (tiles + most - 1) / most;
-  if (strips > 1 && strips % 2 == 1 && strips < tiles) ++strips;
-  return std::max<int64_t>(1, (tiles + strips - 1) / strips);
-}
-
 // A 1x1, stride-1, unpadded conv of at most 64 input channels reads one word per pixel, and its im2col
 // layout [block][1 word][8 lanes] is the packed input itself: pack straight into the im2col buffer (lanes
 // past the last pixel zeroed) instead of packing and then copying every word.

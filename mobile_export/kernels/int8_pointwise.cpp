@@ -251,7 +251,6 @@ namespace {
 struct ConvScratch {
   std::vector<int8_t> xq, w;
   std::vector<const int8_t*> channels;
-  std::vector<float> band;
 };
 
 ConvScratch& conv_scratch() {
@@ -299,6 +298,11 @@ void pool_band(const Int8ConvArgs& a, const float* z, int64_t r_lo, int64_t rows
     }
   }
 }
+}  // namespace
+
+namespace {
+// A ParallelFor that runs the whole range on the calling thread (a work item that is itself one thread's).
+void one_thread(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
 }  // namespace
 
 void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
@@ -364,46 +368,52 @@ void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
   pa.weight = sc.w.data(), pa.weight_sum = a.weight_sum, pa.scale = a.scale, pa.bias = a.bias;
   pa.out_channels = O, pa.input_scale_inv = a.input_scale_inv, pa.zero_point = a.zero_point, pa.relu = a.relu;
   pa.xq_row_stride = Wq * S, pa.xq_pixel_stride = S, pa.xq_image_stride = image;
-  sc.channels.resize(size_t(K));
   // The GEMM's channel k read in place from its interleaved plane, shifted by its tap and the band's first
-  // row.
-  const auto point_channels = [&](int64_t r0) {
+  // row: channels[k] for a band from conv row r0.
+  const auto point_channels = [&](int64_t r0, std::vector<const int8_t*>& channels) {
+    channels.resize(size_t(K));
     for (int64_t u = 0; u < th; ++u)
       for (int64_t v = 0; v < tw; ++v)
         for (int64_t c = 0; c < C; ++c)
           for (int64_t ph = 0; ph < S; ++ph)
-            sc.channels[size_t(((u * tw + v) * C + c) * S + ph)] = xq + c * plane + ((u + r0) * Wq + v) * S + ph;
-    pa.xq_channels = sc.channels.data();
+            channels[size_t(((u * tw + v) * C + c) * S + ph)] = xq + c * plane + ((u + r0) * Wq + v) * S + ph;
+    return channels.data();
   };
   const bool pooled = a.pool_h > 1 || a.pool_w > 1 || a.pool_stride_h > 1 || a.pool_stride_w > 1;
   if (!pooled) {
-    point_channels(0);
+    pa.xq_channels = point_channels(0, sc.channels);
     pa.in_h = oh, pa.out = a.out;
     int8_pointwise(pa, parallel);
     return;
   }
   const int64_t ph_out = conv_out_size(oh, a.pool_h, a.pool_stride_h, a.pool_pad_h);
   const int64_t pw_out = conv_out_size(ow, a.pool_w, a.pool_stride_w, a.pool_pad_w);
-  // Bands of pooled rows whose conv rows (with the windows' overlap computed twice) fill kPoolBandBytes.
+  // Bands of pooled rows whose conv rows (with the windows' overlap computed twice) fill kPoolBandBytes, of
+  // one size and an even count (balanced_strip). The bands are the work items: a thread runs a band's GEMM
+  // and pool alone, into its own band buffer in its own L2, so a call is one parallel region instead of two a
+  // band (the stems gained only 1.2-1.25x from a second thread with a region per GEMM and per pool).
   const int64_t per_row = N * O * a.pool_stride_h * ow * int64_t(sizeof(float));
-  const int64_t band_rows = std::max<int64_t>(1, std::min(ph_out, kPoolBandBytes / per_row));
+  const int64_t band_rows = balanced_strip(ph_out, std::min(ph_out, kPoolBandBytes / per_row));
+  const int64_t bands = (ph_out + band_rows - 1) / band_rows;
   const int64_t max_rows = std::min(oh, (band_rows - 1) * a.pool_stride_h + a.pool_h);
-  if (sc.band.size() < size_t(N * O * max_rows * ow)) sc.band.resize(size_t(N * O * max_rows * ow));
-  for (int64_t i0 = 0; i0 < ph_out; i0 += band_rows) {
-    const int64_t i1 = std::min(ph_out, i0 + band_rows);
-    const int64_t r_lo = std::max<int64_t>(0, i0 * a.pool_stride_h - a.pool_pad_h);
-    const int64_t r_hi = std::min<int64_t>(oh, (i1 - 1) * a.pool_stride_h - a.pool_pad_h + a.pool_h);
-    point_channels(r_lo);
-    pa.in_h = r_hi - r_lo, pa.out = sc.band.data();
-    int8_pointwise(pa, parallel);
-    const float* band = sc.band.data();
-    const int64_t rows = r_hi - r_lo;
-    run_parallel(parallel, N * O, [&](int64_t j0, int64_t j1) {
-      std::vector<float> m(static_cast<size_t>(ow));
-      for (int64_t j = j0; j < j1; ++j)
-        pool_band(a, band + j * rows * ow, r_lo, rows, ow, i0, i1, pw_out, a.out + j * ph_out * pw_out, m.data());
-    });
-  }
+  run_parallel(parallel, bands, [&](int64_t b0, int64_t b1) {
+    static thread_local std::vector<float> band;
+    static thread_local std::vector<const int8_t*> channels;
+    if (band.size() < size_t(N * O * max_rows * ow)) band.resize(size_t(N * O * max_rows * ow));
+    std::vector<float> m(static_cast<size_t>(ow));
+    PointwiseArgs bpa = pa;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * band_rows, i1 = std::min(ph_out, i0 + band_rows);
+      const int64_t r_lo = std::max<int64_t>(0, i0 * a.pool_stride_h - a.pool_pad_h);
+      const int64_t r_hi = std::min<int64_t>(oh, (i1 - 1) * a.pool_stride_h - a.pool_pad_h + a.pool_h);
+      const int64_t rows = r_hi - r_lo;
+      bpa.xq_channels = point_channels(r_lo, channels);
+      bpa.in_h = rows, bpa.out = band.data();
+      int8_pointwise(bpa, one_thread);
+      for (int64_t j = 0; j < N * O; ++j)
+        pool_band(a, band.data() + j * rows * ow, r_lo, rows, ow, i0, i1, pw_out, a.out + j * ph_out * pw_out, m.data());
+    }
+  });
 }
 
 }  // namespace bidrn
