@@ -436,7 +436,8 @@ void binary_conv_branches(const ConvShape& s, const Epilogue& ep, const ConvArgs
   const bool together = kern.branch_tile != nullptr && k <= kMaxFusedBranches;
   const int64_t fit = (256 * 1024) / (std::max(O, C) * kTilePixels * int64_t(sizeof(float)));
   // (and at least two strips where there are two tiles, so that two threads share the work).
-  const int64_t per_strip = balanced_strip(tiles, std::min<int64_t>({fit, strip_tiles(cw), kMaxStripTiles, (tiles + 1) / 2}));
+  const int64_t most = std::min<int64_t>({fit, strip_tiles(cw), kMaxStripTiles, (tiles + 1) / 2});
+  const int64_t per_strip = balanced_strip(tiles, most);
   const int64_t strips = (tiles + per_strip - 1) / per_strip;
   std::vector<TileJob> jobs(static_cast<size_t>(k));
   for (int64_t i = 0; i < k; ++i) {

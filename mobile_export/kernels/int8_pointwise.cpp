@@ -411,7 +411,8 @@ void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
       bpa.in_h = rows, bpa.out = band.data();
       int8_pointwise(bpa, one_thread);
       for (int64_t j = 0; j < N * O; ++j)
-        pool_band(a, band.data() + j * rows * ow, r_lo, rows, ow, i0, i1, pw_out, a.out + j * ph_out * pw_out, m.data());
+        pool_band(a, band.data() + j * rows * ow, r_lo, rows, ow, i0, i1, pw_out, a.out + j * ph_out * pw_out,
+                  m.data());
     }
   });
 }
