@@ -612,7 +612,7 @@ void binary_conv(const ConvShape& s, const Epilogue& ep, const ConvArgs& args, P
 // ---------------------------------------------------------------- C API
 
 namespace {
-void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
+using bidrn::serial_for;
 
 // The best of three timings of `loop` (which runs `count` operations): operations per ns.
 template <class Loop>

@@ -64,6 +64,10 @@ struct ConvArgs {
 // ExecuTorch's threadpool, the self-test a plain loop.
 using ParallelFor = void (*)(int64_t n, void* context, void (*body)(void*, int64_t, int64_t));
 
+// The ParallelFor that runs the whole range on the calling thread: the C API and self-test, and work items
+// that are themselves one thread's.
+inline void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
+
 constexpr int64_t kLanes = 8;  // pixels interleaved per block of the im2col buffer (one zmm of 64-bit words)
 
 inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }

@@ -300,11 +300,6 @@ void pool_band(const Int8ConvArgs& a, const float* z, int64_t r_lo, int64_t rows
 }
 }  // namespace
 
-namespace {
-// A ParallelFor that runs the whole range on the calling thread (a work item that is itself one thread's).
-void one_thread(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
-}  // namespace
-
 void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
   if (a.batch == 0) return;
   const int64_t N = a.batch, C = a.in_channels, H = a.in_h, W = a.in_w, O = a.out_channels;
@@ -409,7 +404,7 @@ void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
       const int64_t rows = r_hi - r_lo;
       bpa.xq_channels = point_channels(r_lo, channels);
       bpa.in_h = rows, bpa.out = band.data();
-      int8_pointwise(bpa, one_thread);
+      int8_pointwise(bpa, serial_for);
       for (int64_t j = 0; j < N * O; ++j)
         pool_band(a, band.data() + j * rows * ow, r_lo, rows, ow, i0, i1, pw_out, a.out + j * ph_out * pw_out,
                   m.data());
@@ -419,9 +414,7 @@ void int8_conv2d(const Int8ConvArgs& a, ParallelFor parallel) {
 
 }  // namespace bidrn
 
-namespace {
-void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
-}  // namespace
+using bidrn::serial_for;
 
 const char* bidrn_int8_pointwise_kernel() {
   const bidrn::Path p = bidrn::active_path();

@@ -22,8 +22,7 @@
 namespace {
 
 using bidrn::ConvShape;
-
-void serial_for(int64_t n, void* context, void (*body)(void*, int64_t, int64_t)) { body(context, 0, n); }
+using bidrn::serial_for;
 
 struct Case {
   ConvShape s;
