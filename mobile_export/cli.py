@@ -5,6 +5,7 @@
     bidrn bench model --pte A.pte [--vs B.pte] [--threads 1] [--runs 30] [--warmup 3] [--json]
     bidrn bench kernels [--json] [--layers NAME,...] [--threads 1,2] [--paths avx512,avx2] [--seconds S]
     bidrn bench profile --pte A.pte [--threads 1] [--runs 10] [--top 25] [--json]
+    bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...] [--seconds S] [--json]
 
 `export` replaces every binary layer by a bidrn:: op with bit-packed weights and lowers the rest to XNNPACK
 (mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
@@ -86,6 +87,19 @@ def _bench_model(args) -> int:
     return 0
 
 
+def _bench_phone(args) -> int:
+    from mobile_export import phone_bench
+
+    runner = "qemu" if args.qemu else "host" if args.host else "adb"
+    report = phone_bench.run(runner, serial=args.adb or None, qemu_cpu=args.qemu or "max", cpu=args.cpu,
+                             layers=args.layers.split(",") if args.layers else None, shapes=args.shape,
+                             path=args.path, seconds=args.seconds)
+    if args.out:
+        phone_bench.write_json(report, Path(args.out))
+    print(json.dumps(report, indent=1) if args.json else phone_bench.format_report(report))
+    return 0
+
+
 def _add_export(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a network to an ExecuTorch .pte (binary ops + XNNPACK)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,3 +152,24 @@ def add_parser(subparsers) -> None:
     prof.add_argument("--top", type=int, default=25, help="event groups to list (default 25)")
     prof.add_argument("--json", action="store_true", help="print the whole profile as JSON")
     prof.set_defaults(func=_bench_profile)
+    from mobile_export import phone_bench
+
+    phone = bench_sub.add_parser("phone", help="binary conv layers on one core of a phone (adb) against its popcount "
+                                               "ceiling", description=phone_bench.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = phone.add_mutually_exclusive_group()
+    where.add_argument("--adb", nargs="?", const="", metavar="SERIAL",
+                       help="run on the phone adb sees, or the one with this serial (the default)")
+    where.add_argument("--qemu", metavar="CPU", help="run under qemu-aarch64 -cpu CPU to check the build (max, "
+                                                    "cortex-a53); emulated timings mean nothing")
+    where.add_argument("--host", action="store_true", help="run the same program built for this machine")
+    phone.add_argument("--cpu", type=int, help="pin to this CPU (a phone's big cores are numbered last)")
+    phone.add_argument("--layers", help="ref3x3_256_28 (default), dabnn3x3_128_28, or all")
+    phone.add_argument("--shape", action="append", metavar="N,C,H,W,O,K,S,P",
+                       help="also a square conv of this shape (repeatable)")
+    phone.add_argument("--path", help="kernel path (neon_dotprod, neon, scalar; on a host amx, avx512, avx2) or all; "
+                                      "default: the one dispatch picks")
+    phone.add_argument("--seconds", type=float, default=2.0, help="timing per layer and path (default 2)")
+    phone.add_argument("--out", help="also write the JSON report to this file")
+    phone.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    phone.set_defaults(func=_bench_phone)

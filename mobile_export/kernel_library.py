@@ -48,11 +48,16 @@ def _compiler() -> str:
     return os.environ.get("CXX") or _tool("c++", "install a C++17 compiler (Debian: apt-get install g++)")
 
 
-def source_hash() -> str:
-    h = hashlib.sha256()
+def hash_sources(h) -> None:
+    """Feeds the kernel sources (name and bytes of every .cpp, .h and CMakeLists.txt) into hash `h`."""
     for path in sorted(SOURCE_DIR.iterdir()):
         if path.suffix in {".cpp", ".h", ".txt"}:
             h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def source_hash() -> str:
+    h = hashlib.sha256()
+    hash_sources(h)
     root = executorch_root()
     h.update(str(root).encode())
     h.update(str((root / "lib" / "libexecutorch.so").stat().st_mtime_ns).encode())
@@ -67,33 +72,42 @@ def cache_dir() -> Path:
     return Path(base) / "bidrn" / "kernels"
 
 
-def _cmake_build(build_dir: Path) -> None:
+def cmake_build(build_dir: Path, target: str, *configure_args: str) -> Path:
+    """Configures SOURCE_DIR into `build_dir` (Release, plus `configure_args`) and builds `target`; returns the
+    built file's path. Raises RuntimeError with the tools' output when a step fails."""
     cmake = _tool("cmake", "install cmake >= 3.18 (Debian: apt-get install cmake, or pip install cmake)")
-    configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_CXX_COMPILER={_compiler()}", f"-DEXECUTORCH_ROOT={executorch_root()}"]
+    configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *configure_args]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
-    build = [cmake, "--build", str(build_dir), "--target", "bidrn_et_kernels", "--parallel", str(os.cpu_count() or 2)]
+    build = [cmake, "--build", str(build_dir), "--target", target, "--parallel", str(os.cpu_count() or 2)]
     for cmd in (configure, build):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"building the bidrn kernels failed ({' '.join(cmd[:2])} ...):\n"
+            raise RuntimeError(f"building {target} failed ({' '.join(cmd[:2])} ...):\n"
                                f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return build_dir / target
 
 
-def library_path() -> Path:
-    """Path of the compiled library, building it first if this source hash has none yet."""
-    target = cache_dir() / source_hash() / LIBRARY_NAME
+def build_once(target: Path, build) -> Path:
+    """Returns `target`, first running build(folder) -> built file when it does not exist yet: in a temporary
+    folder beside it, under a file lock (a second builder waits, then finds the file), moved into place
+    atomically (never a half-written file)."""
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / "build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here, then finds the library
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                _cmake_build(Path(tmp))
-                os.replace(Path(tmp) / LIBRARY_NAME, target)  # atomic: never a half-written library
+                os.replace(build(Path(tmp)), target)
     return target
+
+
+def library_path() -> Path:
+    """Path of the compiled library, building it first if this source hash has none yet."""
+    return build_once(cache_dir() / source_hash() / LIBRARY_NAME, lambda folder: cmake_build(
+        folder, "bidrn_et_kernels", f"-DCMAKE_CXX_COMPILER={_compiler()}", f"-DEXECUTORCH_ROOT={executorch_root()}"
+    ).with_name(LIBRARY_NAME))
 
 
 def load() -> ctypes.CDLL:
@@ -113,6 +127,8 @@ def load() -> ctypes.CDLL:
             lib.bidrn_kernels_thread_count.restype = ctypes.c_int64
             for probe_fn in (lib.bidrn_probe_clock_ghz, lib.bidrn_probe_adds_per_ns, lib.bidrn_probe_tile_ns):
                 probe_fn.restype, probe_fn.argtypes = ctypes.c_double, [ctypes.c_int64]
+            lib.bidrn_probe_count_ceiling.restype = ctypes.c_double
+            lib.bidrn_probe_count_ceiling.argtypes = [ctypes.c_char_p, ctypes.c_int64]
             lib.bidrn_int8_pointwise.restype = ctypes.c_char_p
             lib.bidrn_int8_pointwise_kernel.restype = ctypes.c_char_p
             lib.bidrn_int8_conv_transpose2d.restype = ctypes.c_char_p
@@ -167,6 +183,14 @@ def probe(adds: int = 240_000, multiplies: int = 8_000) -> dict[str, float | Non
     tile = lib.bidrn_probe_tile_ns(multiplies)
     return {"clock_ghz": clock, "adds_per_cycle": rate / clock if clock > 0 else 0.0,
             "tile_ns": tile if tile > 0 else None}
+
+
+def count_ceiling(path: str, steps: int = 20_000) -> float | None:
+    """Binary MACs per ns of kernel path `path`'s count in a register-only loop on the core this thread runs
+    on (best of three; ``amx``: 16,384 per tile multiply): the ceiling a layer's rate is measured against.
+    None for a path this build or CPU does not have."""
+    rate = load().bidrn_probe_count_ceiling(path.encode(), steps)
+    return rate if rate > 0 else None
 
 
 def set_path(name: str) -> None:

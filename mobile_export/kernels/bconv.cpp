@@ -718,6 +718,23 @@ double bidrn_probe_tile_ns(int64_t multiplies) {
 #endif
 }
 
+double bidrn_probe_count_ceiling(const char* path, int64_t steps) {
+  for (bidrn::Path p : bidrn::kPathsBestFirst) {
+    if (std::strcmp(path, bidrn::path_name(p)) != 0) continue;
+    if (!bidrn::path_supported(p)) return -1.0;
+    if (p == bidrn::Path::kAmx) {  // one tdpbssd: 16 x 16 outputs x 64 int8 (sign byte) products
+      const double ns = bidrn_probe_tile_ns(steps);
+      return ns > 0 ? 16.0 * 16.0 * 64.0 / ns : -1.0;
+    }
+    int64_t (*loop)(int64_t) = bidrn::kernels_for(p).count_loop;
+    if (!loop) return -1.0;
+    int64_t macs = 0;  // what the loop did: steps x its MACs per step
+    const double per_ns = best_rate(1, [&](int) { macs = loop(steps); });
+    return per_ns * static_cast<double>(macs);
+  }
+  return -1.0;
+}
+
 const char* bidrn_binary_conv(const int64_t* v, int transposed, const float* x_float, const uint64_t* x_packed,
                               const uint64_t* weight, const float* scale, const float* bias, const float* rprelu,
                               int output, void* out) {

@@ -121,6 +121,10 @@ BIDRN_API int bidrn_kernels_amx_takes(const int64_t* shape13, int transposed);
 BIDRN_API double bidrn_probe_clock_ghz(int64_t adds);
 BIDRN_API double bidrn_probe_adds_per_ns(int64_t adds);
 BIDRN_API double bidrn_probe_tile_ns(int64_t multiplies);
+// The popcount ceiling of kernel path `path` on this core: binary MACs per ns of the path's count in a
+// register-only loop of `steps` iterations (8 independent counts each; no loads, no epilogue), best of three
+// (`amx`: 16,384 per tile multiply of bidrn_probe_tile_ns). -1 for a path this build or CPU does not have.
+BIDRN_API double bidrn_probe_count_ceiling(const char* path, int64_t steps);
 BIDRN_API const char* bidrn_binary_conv(const int64_t* shape13, int transposed, const float* x_float,
                               const uint64_t* x_packed, const uint64_t* weight, const float* scale,
                               const float* bias, const float* rprelu, int output, void* out);

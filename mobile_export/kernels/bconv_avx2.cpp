@@ -579,12 +579,27 @@ int64_t avx2_popcount(const uint64_t* words, int64_t n) {
   return c;
 }
 
+// The table count's step (lut_*): one pshufb of a weight chunk's table with 32 pixels' 4-bit chunks and a byte
+// add, 128 binary MACs (the nibble count of the other layers costs 8 instructions per 256).
+int64_t avx2_count_loop(int64_t steps) {
+  __m256i init[8];
+  for (int j = 0; j < 8; ++j) init[j] = _mm256_set1_epi8(static_cast<char>(j));
+  return count_loop_of(
+      steps, 128, init, _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4),
+      [](__m256i acc, __m256i a, __m256i table) { return _mm256_add_epi8(acc, _mm256_shuffle_epi8(table, a)); },
+      [](__m256i (&v)[8]) {
+        asm volatile("" : "+x"(v[0]), "+x"(v[1]), "+x"(v[2]), "+x"(v[3]),
+                          "+x"(v[4]), "+x"(v[5]), "+x"(v[6]), "+x"(v[7]));
+      });
+}
+
 // Strips of the table count: kLutTiles tiles, the tiles one table load serves (0: the driver's default).
 int64_t avx2_strip_tiles(const TileJob& j) { return lut_count(j) ? kLutTiles : 0; }
 
 }  // namespace
 
 const Kernels kAvx2Kernels{avx2_tile, avx2_pack, avx2_popcount, avx2_branch_tile, avx2_strip_tiles, avx2_prepare,
-                              generic_int8_rows};
+                              generic_int8_rows, avx2_count_loop};
 
 }  // namespace bidrn

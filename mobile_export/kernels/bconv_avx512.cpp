@@ -438,6 +438,21 @@ int64_t avx512_popcount(const uint64_t* words, int64_t n) {
   return c;
 }
 
+// xor + popcount + add of 512 bits (the count of channel_run and the 32 x 6 tile).
+int64_t avx512_count_loop(int64_t steps) {
+  __m512i init[8];
+  for (int j = 0; j < 8; ++j) init[j] = _mm512_set1_epi64(0x0123456789abcdefLL * (j + 1));
+  return count_loop_of(
+      steps, 512, init, _mm512_set1_epi64(0x5555555555555555LL),
+      [](__m512i acc, __m512i a, __m512i w) {
+        return _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(a, w)));
+      },
+      [](__m512i (&v)[8]) {
+        asm volatile("" : "+v"(v[0]), "+v"(v[1]), "+v"(v[2]), "+v"(v[3]),
+                          "+v"(v[4]), "+v"(v[5]), "+v"(v[6]), "+v"(v[7]));
+      });
+}
+
 }  // namespace
 
 void avx512_quantize_row(const float* src, int64_t n, float input_scale_inv, int32_t zero_point, int8_t* dst) {
@@ -480,6 +495,6 @@ void avx512_max_pool_row_3s2(const float* m, int64_t w, int64_t pw, float* out) 
 }
 
 const Kernels kAvx512Kernels{avx512_tile, avx512_pack, avx512_popcount, avx512_branch_tile, nullptr, nullptr,
-                                generic_int8_rows};
+                                generic_int8_rows, avx512_count_loop};
 
 }  // namespace bidrn

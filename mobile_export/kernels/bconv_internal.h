@@ -101,9 +101,30 @@ struct Kernels {
   void (*prepare)(TileJob& job, int slot) = nullptr;
   // bidrn::int8_pointwise's GEMM (int8_gemm.h, vectorised for the unit's ISA): items [i0, i1) of the job.
   void (*int8_rows)(const PointwiseJob& job, int64_t i0, int64_t i1) = nullptr;
+  // The path's count in a register-only loop of `steps` iterations (no loads, no epilogue): the binary MACs it
+  // did. Timed by bidrn_probe_count_ceiling, it is the ceiling the benchmarks measure a layer against.
+  int64_t (*count_loop)(int64_t steps) = nullptr;
 };
 
 constexpr int kMaxFusedBranches = 4;
+
+// Kernels::count_loop of a path whose count step is acc = step(acc, a, w) on vectors V: eight independent
+// accumulators, every operand in a register. `opaque` is an empty asm over eight V with the ISA's register
+// constraint: it makes the inputs new to the compiler each iteration (nothing is hoisted or folded) and
+// keeps the sums alive at the end, and emits no instruction.
+template <class V, class Step, class Opaque>
+int64_t count_loop_of(int64_t steps, int64_t macs_per_step, const V (&init)[8], V w, Step step, Opaque opaque) {
+  V a[8], acc[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) a[j] = init[j], acc[j] = init[j];
+  for (int64_t i = 0; i < steps; ++i) {
+    opaque(a);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) acc[j] = step(acc[j], a[j], w);
+  }
+  opaque(acc);
+  return steps * 8 * macs_per_step;
+}
 
 #if defined(__x86_64__)
 // bidrn::int8_pointwise on AVX-512 VNNI (int8_vnni.cpp): whether the CPU has it; the op (checked arguments).

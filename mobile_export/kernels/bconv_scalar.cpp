@@ -47,8 +47,22 @@ int64_t scalar_popcount(const uint64_t* words, int64_t n) {
   return c;
 }
 
+// xor + popcount + add of one 64-bit word.
+int64_t scalar_count_loop(int64_t steps) {
+  uint64_t init[8];
+  for (int j = 0; j < 8; ++j) init[j] = 0x0123456789abcdefULL * (j + 1);
+  return count_loop_of(
+      steps, 64, init, uint64_t{0x5555555555555555ULL},
+      [](uint64_t acc, uint64_t a, uint64_t w) { return acc + static_cast<uint64_t>(__builtin_popcountll(a ^ w)); },
+      [](uint64_t (&v)[8]) {
+        asm volatile("" : "+r"(v[0]), "+r"(v[1]), "+r"(v[2]), "+r"(v[3]),
+                          "+r"(v[4]), "+r"(v[5]), "+r"(v[6]), "+r"(v[7]));
+      });
+}
+
 }  // namespace
 
-const Kernels kScalarKernels{scalar_tile, scalar_pack, scalar_popcount, nullptr, nullptr, nullptr, generic_int8_rows};
+const Kernels kScalarKernels{scalar_tile, scalar_pack, scalar_popcount, nullptr, nullptr, nullptr, generic_int8_rows,
+                             scalar_count_loop};
 
 }  // namespace bidrn

@@ -1,0 +1,186 @@
+"""`bidrn bench phone`: binary conv layers on one core of a phone, against that core's popcount ceiling.
+
+    bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...|all]
+                      [--shape N,C,H,W,O,K,S,P]... [--path NAME|all] [--seconds S] [--json] [--out FILE]
+
+PERFORMANCE.md's phone target is a fraction of the popcount ceiling (at least 70 %, above daBNN's 66 % on a
+Pixel 1), so the measurement is a stand-alone program, not a .pte: ``bidrn_kernel_bench``
+(mobile_export/kernels/kernel_bench.cpp) runs the NEON kernels of the ExecuTorch ops with no runtime around
+them, one core, and measures the ceiling on that core in the same rounds (the path's count in a
+register-only loop: eor + cnt + add per 128 bits, 85 binary MACs a cycle on a core with two 128-bit pipes
+such as the Cortex-A76, 171 with four). This module builds it (static, for aarch64: Debian's
+``g++-aarch64-linux-gnu`` on x86, the native compiler on an Arm host), cached by a hash of the kernel
+sources, and runs it:
+
+- ``--adb [SERIAL]`` (default): pushes it to ``/data/local/tmp`` of the phone adb sees (or SERIAL) and runs
+  it there, optionally pinned to ``--cpu N`` (a big core: phones number them last);
+- ``--qemu CPU``: under ``qemu-aarch64 -cpu CPU`` here, to check the build and the dispatch (``max`` has
+  dotprod, ``cortex-a53`` has not); emulated timings say nothing about a core, and the report says so;
+- ``--host``: the same program built for this machine (its x86 paths: ``amx``, ``avx512``, ``avx2``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from bidrn.io import atomic_write
+from mobile_export import kernel_library
+
+BINARY = "bidrn_kernel_bench"
+CROSS_CXX = "aarch64-linux-gnu-g++"
+QEMU = "qemu-aarch64"
+DEVICE_DIR = "/data/local/tmp"
+TARGET_FRACTION = 0.70  # PERFORMANCE.md: on a phone, at least 70 % of the popcount ceiling
+DABNN_FRACTION = 0.66   # daBNN's 28 x 28 x 128 3 x 3 layer on a Pixel 1 (PERFORMANCE.md)
+RUNNERS = ("adb", "qemu", "host")
+
+
+def _on_arm() -> bool:
+    return platform.machine().lower() in {"aarch64", "arm64"}
+
+
+def build(arch: str = "aarch64") -> Path:
+    """The bench program for `arch` ('aarch64': static, for a phone or qemu; 'host': this machine), built on
+    first use into the kernel cache (kernel_library.cache_dir()) and reused while the sources are the same."""
+    if arch not in ("aarch64", "host"):
+        raise ValueError(f"arch must be 'aarch64' or 'host', got {arch!r}")
+    args: list[str] = []
+    if arch == "host" or _on_arm():
+        compiler = kernel_library._compiler()
+        args.append("-DBIDRN_SELFTEST_STATIC=ON" if arch == "aarch64" else "-DBIDRN_SELFTEST_STATIC=OFF")
+    else:
+        compiler = shutil.which(CROSS_CXX)
+        if not compiler:
+            raise FileNotFoundError(f"building {BINARY} for aarch64 needs `{CROSS_CXX}` on PATH; install it with "
+                                    "apt-get install --no-install-recommends g++-aarch64-linux-gnu")
+        args += ["-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", "-DBIDRN_SELFTEST_STATIC=ON"]
+    args.append(f"-DCMAKE_CXX_COMPILER={compiler}")
+    h = hashlib.sha256(f"{arch}\0{os.path.realpath(compiler)}\0".encode())
+    kernel_library.hash_sources(h)
+    target = kernel_library.cache_dir() / f"bench-{arch}-{h.hexdigest()[:16]}" / BINARY
+    return kernel_library.build_once(target, lambda folder: kernel_library.cmake_build(folder, BINARY, *args))
+
+
+def bench_args(layers: list[str] | None = None, shapes: list[str] | None = None, path: str | None = None,
+               seconds: float = 2.0, cpu: int | None = None) -> list[str]:
+    """The program's command line (it checks the values itself and says what it expected)."""
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    args = ["--seconds", repr(float(seconds)), "--json"]
+    if layers:
+        args += ["--layers", ",".join(layers)]
+    for shape in shapes or []:
+        args += ["--shape", shape]
+    if path:
+        args += ["--path", path]
+    if cpu is not None:
+        args += ["--cpu", str(cpu)]
+    return args
+
+
+def _run(cmd: list[str], what: str, timeout: float) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what} did not finish in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
+        if done.returncode == 2:  # the program refused its arguments: its first line says why
+            raise ValueError(f"{what}: {lines[0].removeprefix(BINARY + ': ')}")
+        raise RuntimeError(f"{what} failed (exit status {done.returncode}): {' | '.join(lines[-3:])}")
+    return done.stdout
+
+
+def _parse(stdout: str, what: str) -> dict:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"{what} printed no JSON report; its output ended with: {stdout.strip()[-300:]!r}")
+
+
+def run(runner: str = "adb", *, serial: str | None = None, qemu_cpu: str = "max", cpu: int | None = None,
+        layers: list[str] | None = None, shapes: list[str] | None = None, path: str | None = None,
+        seconds: float = 2.0) -> dict:
+    """Runs the bench program with `runner` ('adb', 'qemu' or 'host') and returns its JSON report with
+    ``runner``, ``emulated`` and (adb) ``device`` added. See the module docstring."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
+    args = bench_args(layers, shapes, path, seconds, cpu)
+    n_layers = max(len(layers or []) + len(shapes or []), 1) * (4 if layers and "all" in layers else 1)
+    timeout = 120 + 4 * seconds * n_layers * (6 if path == "all" else 1)
+    extra: dict = {"runner": runner, "emulated": runner == "qemu"}
+    if runner == "host":
+        binary = build("host")
+        out = _run([str(binary), *args], BINARY, timeout)
+    elif runner == "qemu":
+        qemu = None if _on_arm() else shutil.which(QEMU)
+        if not _on_arm() and not qemu:
+            raise FileNotFoundError(f"--qemu needs `{QEMU}` on PATH; install it with apt-get install qemu-user")
+        binary = build("aarch64")
+        extra["qemu_cpu"] = qemu_cpu
+        out = _run(([qemu, "-cpu", qemu_cpu] if qemu else []) + [str(binary), *args], f"{QEMU} -cpu {qemu_cpu}",
+                   timeout)
+    else:
+        adb = shutil.which("adb")
+        if not adb:
+            raise FileNotFoundError("--adb needs `adb` on PATH (Android platform-tools) and a phone with USB "
+                                    "debugging on; or pass --qemu CPU to check the build here")
+        base = [adb] + (["-s", serial] if serial else [])
+        binary = build("aarch64")
+        remote = f"{DEVICE_DIR}/{BINARY}"
+        _run(base + ["push", str(binary), remote], "adb push", 120)
+        extra["device"] = _run(base + ["shell", "getprop", "ro.product.model"], "adb shell getprop", 30).strip()
+        out = _run(base + ["shell", f"chmod 755 {remote} && {remote} {shlex.join(args)}"], f"adb shell {remote}",
+                   timeout)
+    report = _parse(out, BINARY)
+    report.update(extra)
+    return report
+
+
+def rows(report: dict) -> list[dict]:
+    """One row per (path, layer): rates per ns and per cycle (by the clock the program measured) and the
+    fraction of the ceiling against the target."""
+    clock = max(report["clock_ghz"])
+    table = []
+    for p in report["paths"]:
+        for layer in p["layers"]:
+            rate = layer["macs"] / (layer["median_ms"] * 1e6)
+            table.append({
+                "layer": layer["name"], "path": p["path"], "macs": layer["macs"], "median_ms": layer["median_ms"],
+                "min_ms": layer["min_ms"], "macs_per_ns": rate, "macs_per_cycle": rate / clock,
+                "ceiling_per_cycle": layer["ceiling_macs_per_ns"] / clock,
+                "fraction": layer["fraction_of_ceiling"],
+                "meets_target": layer["fraction_of_ceiling"] >= TARGET_FRACTION})
+    return table
+
+
+def format_report(report: dict) -> str:
+    where = {"adb": f"adb device {report.get('device') or '?'}", "host": "this host",
+             "qemu": f"qemu-aarch64 -cpu {report.get('qemu_cpu')}"}[report["runner"]]
+    lines = [f"{where}: CPU {report['cpu']}, {report['core']}; clock {report['clock_ghz'][0]:.2f} / "
+             f"{report['clock_ghz'][1]:.2f} GHz (before / after); paths {report['supported_paths']}"]
+    if report["emulated"]:
+        lines.append("emulated: the times and fractions below are qemu's, not a core's; only the paths, the "
+                     "MAC counts and that it runs mean anything")
+    lines.append(f"{'layer':<20} {'path':<13} {'M MACs':>8} {'median ms':>10} {'min ms':>9} {'MACs/cycle':>11} "
+                 f"{'ceiling':>8} {'of ceiling':>11}")
+    for r in rows(report):
+        lines.append(f"{r['layer']:<20} {r['path']:<13} {r['macs'] / 1e6:>8.1f} {r['median_ms']:>10.3f} "
+                     f"{r['min_ms']:>9.3f} {r['macs_per_cycle']:>11.1f} {r['ceiling_per_cycle']:>8.1f} "
+                     f"{100 * r['fraction']:>10.1f}%" + ("" if report["runner"] != "adb" else
+                                                        "  meets 70 %" if r["meets_target"] else "  below 70 %"))
+    lines.append(f"(ceiling: the path's count in a register-only loop on this core, binary MACs a cycle; of "
+                 f"ceiling: the median over rounds of the layer's rate over the round's ceiling. Target "
+                 f"{TARGET_FRACTION:.0%}; daBNN {DABNN_FRACTION:.0%} on a Pixel 1.)")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, out: Path) -> None:
+    """Writes the report to `out` whole or not at all."""
+    atomic_write(out, lambda f: f.write(json.dumps(report, indent=1).encode()))
