@@ -213,3 +213,19 @@ def test_a_program_exported_for_older_op_schemas_is_refused_before_loading(tmp_p
     path.write_bytes(b"not loaded")
     with pytest.raises(export.ExportError, match=r"old.pte: not an ExecuTorch program .*found b'load'"):
         export.load_program(path)
+
+
+def test_importing_mobile_export_silences_only_the_known_upstream_messages():
+    # torchao's failed loads of its CUDA-only extensions and torch's pytree Enum warning print at import;
+    # the LeafSpec FutureWarning is torch's, raised from copy.deepcopy inside executorch's lowering
+    code = ("import warnings, mobile_export, torchao, torch.export\n"
+            "warnings.warn('`isinstance(treespec, LeafSpec)` is deprecated, use ...', FutureWarning)\n"
+            "warnings.warn('some other upstream change', FutureWarning)\n")
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "some other upstream change" in quiet.stderr  # any other warning still shows
+    for known in ("Failed to load", "is an Enum subclass", "LeafSpec"):
+        assert known not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code.replace("mobile_export, ", "")], capture_output=True,
+                          text=True, timeout=300)
+    assert "LeafSpec" in loud.stderr  # the filter, not the upstream versions, is what silenced it
