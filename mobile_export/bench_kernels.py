@@ -143,6 +143,9 @@ def _record_probe(core: dict[str, list]) -> None:
 
     for key, value in kernel_library.probe().items():
         core[key].append(value)
+    for key, values in core.items():  # "ceiling_<path>": that path's count ceiling (binary MACs per ns)
+        if key.startswith("ceiling_"):
+            values.append(kernel_library.count_ceiling(key[len("ceiling_"):]))
 
 
 def time_programs(programs: dict[str, tuple[Path, str | None]], x: torch.Tensor, min_seconds: float,
@@ -210,6 +213,15 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
         programs = {"fp32": (folder / f"{layer.name}.fp32.pte", None), "int8": (folder / f"{layer.name}.int8.pte", None)}
         programs |= {f"binary_{p}": (folder / f"{layer.name}.binary.pte", p) for p in paths}
         core, rounds = {"clock_ghz": [], "adds_per_cycle": [], "tile_ns": []}, {}
+        binary = not layer.kind.startswith("int8")
+        oh, ow = layer.out_hw
+        shape13 = (layer.batch, layer.in_channels, layer.height, layer.width, layer.out_channels, oh, ow,
+                   layer.kernel, layer.kernel, layer.stride, layer.stride, layer.padding, layer.padding)
+        # the count each path's layer runs on: `amx` hands what the tile unit does not take to `avx512`
+        counted_on = {p: "avx512" if p == "amx" and not kernel_library.amx_takes(shape13, layer.transposed) else p
+                      for p in paths}
+        if binary:
+            core |= {f"ceiling_{p}": [] for p in set(counted_on.values())}
         ms = time_programs(programs, _example_input(layer), min_seconds, core=core, per_round=rounds)
         row = {"layer": layer.name, "kind": layer.kind, "threads": threads, "macs": layer.macs, "path": best,
                "binary_ms": ms[f"binary_{best}"], "fp32_ms": ms["fp32"], "int8_ms": ms["int8"],
@@ -222,6 +234,13 @@ def _worker(folder: Path, threads: int, paths: list[str], min_seconds: float) ->
             row[f"binary_ms_{path}"] = ms[f"binary_{path}"]
             row[f"fp32_over_{path}"] = ms["fp32"] / ms[f"binary_{path}"]
             row[f"int8_over_{path}"] = ms["int8"] / ms[f"binary_{path}"]
+            if binary:
+                # The layer's binary MACs per ns over the path's count ceiling (the better of the probes before
+                # and after the round) times the threads, round by round; the median.
+                c = core[f"ceiling_{counted_on[path]}"]
+                row[f"of_ceiling_{path}"] = statistics.median(
+                    layer.macs / (t * 1e6) / (threads * max(c[i], c[i + 1]))
+                    for i, t in enumerate(rounds[f"binary_{path}"]))
         row["fp32_ratio"], row["int8_ratio"] = row[f"fp32_over_{best}"], row[f"int8_over_{best}"]
         # The rounds split by the core's state (bench_model.at_speed), each side's ratios those of its rounds'
         # median times, for the dispatched path.
@@ -269,19 +288,23 @@ def run(layer_names: list[str] | None, threads: list[int], paths: list[str] | No
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows as a table; the last columns are the core's state over the layer's rounds (the median, and
-    the worst seen): clock, independent adds a cycle (about half when another thread shares the core) and,
-    where there is one, the tile unit's ns per multiply; they tell a shared machine's slow minutes."""
+    """The rows as a table. Per path: ms, the ratios, and "ceil", the layer's binary MACs per ns as a share of
+    the path's count ceiling on this core (its count in a register-only loop, `kernel_library.count_ceiling`,
+    times the threads; the median of the rounds; binary layers only). The last columns are the core's state
+    over the layer's rounds (the median, and the worst seen): clock, independent adds a cycle (about half when
+    another thread shares the core) and, where there is one, the tile unit's ns per multiply; they tell a
+    shared machine's slow minutes."""
     paths = sorted({k[len("binary_ms_"):] for r in rows for k in r if k.startswith("binary_ms_")})
     tiles = any(r.get("tile_ns") for r in rows)
     head = f"{'layer':28s} {'thr':>3s} {'fp32 ms':>8s} {'int8 ms':>8s}" + "".join(
-        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s}" for p in paths) + (
+        f" {p + ' ms':>11s} {'fp32/' + p:>12s} {'int8/' + p:>12s} {'ceil':>5s}" for p in paths) + (
         f" {'GHz':>5s} {'adds/cycle':>11s}") + (f" {'tile ns':>12s}" if tiles else "")
     lines = [head]
     for r in rows:
         line = f"{r['layer']:28s} {r['threads']:3d} {r['fp32_ms']:8.3f} {r['int8_ms']:8.3f}"
         for p in paths:
             line += f" {r[f'binary_ms_{p}']:11.3f} {r[f'fp32_over_{p}']:11.1f}x {r[f'int8_over_{p}']:11.1f}x"
+            line += f" {100 * r[f'of_ceiling_{p}']:4.0f}%" if f"of_ceiling_{p}" in r else f" {'-':>5s}"
         line += f" {r['clock_ghz']:5.2f} {r['adds_per_cycle']:4.1f} ({r['adds_per_cycle_min']:3.1f})"
         if tiles:
             line += f" {r['tile_ns']:4.1f} ({r['tile_ns_max']:4.1f})" if r.get("tile_ns") else f" {'-':>12s}"

@@ -16,7 +16,9 @@ by the core's state probed around each round.
 Each binary layer shape of BiDRN (and the reference layer ``ref3x3_256_28``) is exported as a small .pte with
 the bidrn:: op, and as XNNPACK fp32 and int8 .pte files of the same shape; all are timed in the same run,
 one thread unless asked. ``--json`` prints a list of objects with ``layer``, ``threads``, ``binary_ms``
-(the dispatched kernel path), ``fp32_ms``, ``int8_ms``, their ratios, and ``binary_ms_<path>`` per path;
+(the dispatched kernel path), ``fp32_ms``, ``int8_ms``, their ratios, and ``binary_ms_<path>`` per path
+with ``of_ceiling_<path>`` (binary layers: the share of the path's count ceiling on this core, the table's
+"ceil"; `bench phone` measures the same on a phone);
 the core's state over the rounds (``clock_ghz``, ``adds_per_cycle``, ``tile_ns``: a shared machine's slow
 minutes are another thread on the core, about half the adds a cycle) and the rounds split by it
 (``at_speed``, ``core_shared``: rounds, medians and ratios of each side).

@@ -185,6 +185,12 @@ def probe(adds: int = 240_000, multiplies: int = 8_000) -> dict[str, float | Non
             "tile_ns": tile if tile > 0 else None}
 
 
+def amx_takes(shape13, transposed: bool = False) -> bool:
+    """Whether the `amx` path runs this conv on the tile unit (else on the AVX-512 kernels). shape13: batch,
+    in_channels, in_h, in_w, out_channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w."""
+    return bool(load().bidrn_kernels_amx_takes((ctypes.c_int64 * 13)(*shape13), int(transposed)))
+
+
 def count_ceiling(path: str, steps: int = 20_000) -> float | None:
     """Binary MACs per ns of kernel path `path`'s count in a register-only loop on the core this thread runs
     on (best of three; ``amx``: 16,384 per tile multiply): the ceiling a layer's rate is measured against.

@@ -223,8 +223,7 @@ def amx_takes(kind: str, c: int, o: int, h: int, w: int, k: int, s: int, p: int,
         oh, ow = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
     else:
         oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    shape = (ctypes.c_int64 * 13)(n, c, h, w, o, oh, ow, k, k, s, s, p, p)
-    return bool(kernel_library.load().bidrn_kernels_amx_takes(shape, int(kind == "transposed")))
+    return kernel_library.amx_takes((n, c, h, w, o, oh, ow, k, k, s, s, p, p), kind == "transposed")
 
 
 @pytest.mark.parametrize("path", ["amx", "avx512"])
@@ -548,6 +547,14 @@ def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
     assert sum((row[side] or {"rounds": 0})["rounds"] for side in ("at_speed", "core_shared")) == n
     for side in filter(None, (row["at_speed"], row["core_shared"])):
         assert side["fp32_ratio"] == pytest.approx(side["fp32_ms"] / side["binary_ms"])
+    # Each path's share of its count ceiling (probed with the core's state), the median of the rounds' shares
+    # computed from the listed values; the `amx` path runs a Linear on the AVX-512 count.
+    import statistics
+
+    for path in paths:
+        c = row["core"][f"ceiling_{'avx512' if path == 'amx' else path}"]
+        shares = [row["macs"] / (t * 1e6) / max(c[i], c[i + 1]) for i, t in enumerate(row["round_ms"][f"binary_{path}"])]
+        assert row[f"of_ceiling_{path}"] == pytest.approx(statistics.median(shares))
 
 
 def test_bench_kernels_names_the_known_layers_when_given_an_unknown_one():
