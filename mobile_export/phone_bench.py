@@ -112,8 +112,9 @@ def run(runner: str = "adb", *, serial: str | None = None, qemu_cpu: str = "max"
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}; got {runner!r}")
     args = bench_args(layers, shapes, path, seconds, cpu)
-    n_layers = max(len(layers or []) + len(shapes or []), 1) * (4 if layers and "all" in layers else 1)
-    timeout = 120 + 4 * seconds * n_layers * (6 if path == "all" else 1)
+    # a bound, not an estimate: every layer spec (a preset, "all" = two, a shape) on every path, with room for
+    # rounds that overrun and for qemu's start
+    timeout = 300 + 10 * seconds * (2 * len(layers or []) + len(shapes or []) + 1) * (6 if path == "all" else 1)
     extra: dict = {"runner": runner, "emulated": runner == "qemu"}
     if runner == "host":
         binary = build("host")
