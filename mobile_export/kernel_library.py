@@ -25,6 +25,7 @@ from pathlib import Path
 
 SOURCE_DIR = Path(__file__).resolve().parent / "kernels"
 LIBRARY_NAME = "libbidrn_et_kernels.so"
+BENCH_NAME = "bidrn_kernel_bench"
 
 _lock = threading.Lock()
 _handle: ctypes.CDLL | None = None
@@ -72,26 +73,27 @@ def cache_dir() -> Path:
     return Path(base) / "bidrn" / "kernels"
 
 
-def cmake_build(build_dir: Path, target: str, *configure_args: str) -> Path:
-    """Configures SOURCE_DIR into `build_dir` (Release, plus `configure_args`) and builds `target`; returns the
-    built file's path. Raises RuntimeError with the tools' output when a step fails."""
+def cmake_build(build_dir: Path, targets: list[str], *configure_args: str) -> Path:
+    """Configures SOURCE_DIR into `build_dir` (Release, plus `configure_args`) and builds `targets` (the
+    objects they share compiled once); returns `build_dir`. Raises RuntimeError with the tools' output when a
+    step fails."""
     cmake = _tool("cmake", "install cmake >= 3.18 (Debian: apt-get install cmake, or pip install cmake)")
     configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *configure_args]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
-    build = [cmake, "--build", str(build_dir), "--target", target, "--parallel", str(os.cpu_count() or 2)]
+    build = [cmake, "--build", str(build_dir), "--target", *targets, "--parallel", str(os.cpu_count() or 2)]
     for cmd in (configure, build):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"building {target} failed ({' '.join(cmd[:2])} ...):\n"
+            raise RuntimeError(f"building {', '.join(targets)} failed ({' '.join(cmd[:2])} ...):\n"
                                f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return build_dir / target
+    return build_dir
 
 
 def build_once(target: Path, build) -> Path:
-    """Returns `target`, first running build(folder) -> built file when it does not exist yet: in a temporary
-    folder beside it, under a file lock (a second builder waits, then finds the file), moved into place
-    atomically (never a half-written file)."""
+    """Returns `target` (a file or a folder), first running build(folder) -> built path when it does not exist
+    yet: in a temporary folder beside it, under a file lock (a second builder waits, then finds it), moved into
+    place atomically (never a half-written file)."""
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +106,15 @@ def build_once(target: Path, build) -> Path:
 
 
 def library_path() -> Path:
-    """Path of the compiled library, building it first if this source hash has none yet."""
-    return build_once(cache_dir() / source_hash() / LIBRARY_NAME, lambda folder: cmake_build(
-        folder, "bidrn_et_kernels", f"-DCMAKE_CXX_COMPILER={_compiler()}", f"-DEXECUTORCH_ROOT={executorch_root()}"
-    ).with_name(LIBRARY_NAME))
+    """Path of the compiled library, building it first if this source hash has none yet. The same build makes
+    the stand-alone kernel benchmark (`bidrn bench phone --host`), left beside the library as BENCH_NAME."""
+    def build(folder: Path) -> Path:
+        built = cmake_build(folder, ["bidrn_et_kernels", BENCH_NAME], f"-DCMAKE_CXX_COMPILER={_compiler()}",
+                            f"-DEXECUTORCH_ROOT={executorch_root()}")
+        os.replace(built / BENCH_NAME, folder.parent / BENCH_NAME)  # before the library, whose presence says done
+        return built / LIBRARY_NAME
+
+    return build_once(cache_dir() / source_hash() / LIBRARY_NAME, build)
 
 
 def load() -> ctypes.CDLL:

@@ -32,7 +32,7 @@ from pathlib import Path
 from bidrn.io import atomic_write
 from mobile_export import kernel_library
 
-BINARY = "bidrn_kernel_bench"
+BINARY = kernel_library.BENCH_NAME
 CROSS_CXX = "aarch64-linux-gnu-g++"
 QEMU = "qemu-aarch64"
 DEVICE_DIR = "/data/local/tmp"
@@ -45,9 +45,11 @@ def _on_arm() -> bool:
     return platform.machine().lower() in {"aarch64", "arm64"}
 
 
-def build(arch: str = "aarch64") -> Path:
-    """The bench program for `arch` ('aarch64': static, for a phone or qemu; 'host': this machine), built on
-    first use into the kernel cache (kernel_library.cache_dir()) and reused while the sources are the same."""
+def build_tree(arch: str = "aarch64") -> Path:
+    """The build folder of the stand-alone programs for `arch` ('aarch64': static, for a phone or qemu; 'host':
+    this machine): bidrn_kernel_bench, bidrn_selftest and the app archive libbidrn_et_kernels_static.a,
+    their shared objects compiled once, into the kernel cache (kernel_library.cache_dir()) on first use and
+    reused while the sources and compiler are the same."""
     if arch not in ("aarch64", "host"):
         raise ValueError(f"arch must be 'aarch64' or 'host', got {arch!r}")
     args: list[str] = []
@@ -60,11 +62,23 @@ def build(arch: str = "aarch64") -> Path:
             raise FileNotFoundError(f"building {BINARY} for aarch64 needs `{CROSS_CXX}` on PATH; install it with "
                                     "apt-get install --no-install-recommends g++-aarch64-linux-gnu")
         args += ["-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", "-DBIDRN_SELFTEST_STATIC=ON"]
-    args.append(f"-DCMAKE_CXX_COMPILER={compiler}")
-    h = hashlib.sha256(f"{arch}\0{os.path.realpath(compiler)}\0".encode())
+    root = kernel_library.executorch_root()  # its headers, for the app archive
+    args += [f"-DCMAKE_CXX_COMPILER={compiler}", f"-DEXECUTORCH_ROOT={root}"]
+    h = hashlib.sha256(f"{arch}\0{os.path.realpath(compiler)}\0{root}\0".encode())
     kernel_library.hash_sources(h)
-    target = kernel_library.cache_dir() / f"bench-{arch}-{h.hexdigest()[:16]}" / BINARY
-    return kernel_library.build_once(target, lambda folder: kernel_library.cmake_build(folder, BINARY, *args))
+    targets = [BINARY, "bidrn_selftest", "bidrn_et_kernels_static"]
+    return kernel_library.build_once(kernel_library.cache_dir() / f"standalone-{arch}-{h.hexdigest()[:16]}",
+                                     lambda folder: kernel_library.cmake_build(folder / "tree", targets, *args))
+
+
+def build(arch: str = "aarch64") -> Path:
+    """The bench program for `arch`: the aarch64 one of build_tree, or the host one that the kernel library's
+    own build leaves beside it (no second compile of the same kernels)."""
+    if arch == "host":
+        bench = kernel_library.library_path().with_name(kernel_library.BENCH_NAME)
+        if bench.exists():
+            return bench
+    return build_tree(arch) / BINARY
 
 
 def bench_args(layers: list[str] | None = None, shapes: list[str] | None = None, path: str | None = None,

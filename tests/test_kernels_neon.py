@@ -17,8 +17,6 @@ import subprocess
 
 import pytest
 
-from mobile_export.kernel_library import SOURCE_DIR
-
 CROSS_CXX = "aarch64-linux-gnu-g++"
 TOOLS = (CROSS_CXX, "qemu-aarch64", "cmake")
 missing = [t for t in TOOLS if shutil.which(t) is None]
@@ -27,21 +25,17 @@ pytestmark = pytest.mark.skipif(
                           "apt-get install --no-install-recommends g++-aarch64-linux-gnu qemu-user cmake")
 
 
-def build_selftest(build, *cmake_args: str) -> str:
-    """Configures and builds the stand-alone self-test into `build`; returns the binary's path."""
-    configure = ["cmake", "-S", str(SOURCE_DIR), "-B", str(build), *cmake_args]
-    for cmd in (configure, ["cmake", "--build", str(build), "--target", "bidrn_selftest", "--parallel", "2"]):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return str(build / "bidrn_selftest")
+@pytest.fixture(scope="module")
+def aarch64_tree():
+    # static: qemu-user then needs no aarch64 sysroot; the same (cached) tree `bidrn bench phone` builds
+    from mobile_export import phone_bench
+
+    return phone_bench.build_tree("aarch64")
 
 
 @pytest.fixture(scope="module")
-def selftest(tmp_path_factory) -> str:
-    # static: qemu-user then needs no aarch64 sysroot
-    return build_selftest(tmp_path_factory.mktemp("aarch64"), "-DCMAKE_SYSTEM_NAME=Linux",
-                          "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={CROSS_CXX}",
-                          "-DBIDRN_SELFTEST_STATIC=ON")
+def selftest(aarch64_tree) -> str:
+    return str(aarch64_tree / "bidrn_selftest")
 
 
 def run_under_qemu(binary: str, cpu: str, expect: str, cases: int) -> str:
@@ -63,3 +57,24 @@ def test_dispatch_falls_back_to_plain_neon_on_a_cortex_a53(selftest):
     out = run_under_qemu(selftest, "cortex-a53", "neon", cases=20)
     assert "supported: neon,scalar" in out
     assert "neon: bit-exact" in out
+
+
+def test_the_app_archive_cross_builds_for_aarch64_with_every_op_registered(aarch64_tree):
+    """`bidrn_et_kernels_static` (the ops and kernels for an app's own ExecuTorch runtime) built for aarch64
+    against the installed executorch's headers: an archive of aarch64 objects holding each op's `.out` kernel,
+    its registration name and the NEON count."""
+    build = aarch64_tree
+    archive = build / "libbidrn_et_kernels_static.a"
+    headers = subprocess.run(["aarch64-linux-gnu-objdump", "-f", str(archive)], capture_output=True, text=True).stdout
+    formats = set(re.findall(r"file format (\S+)", headers))
+    assert formats == {"elf64-littleaarch64"}, formats
+    symbols = subprocess.run(["aarch64-linux-gnu-nm", "-C", "--defined-only", str(archive)], capture_output=True,
+                             text=True).stdout
+    ops = ["binary_conv2d", "binary_conv_transpose2d", "binary_linear", "pack_signs", "subsample", "int8_pointwise",
+           "int8_conv_transpose2d", "int8_conv2d", "roi_align", "sample_points", "skin"]
+    data = archive.read_bytes()
+    for op in ops:
+        # the boxed wrapper EXECUTORCH_LIBRARY instantiates around the op's kernel
+        assert re.search(rf"WrapUnboxedIntoFunctor<.*&bidrn::(\(anonymous namespace\)::)?{op}_out, ", symbols), op
+        assert f"{op}.out".encode() in data, op  # the name EXECUTORCH_LIBRARY registers
+    assert "neon_count_loop" in symbols and "bidrn::binary_conv(" in symbols
