@@ -166,9 +166,10 @@ def add_parser(subparsers) -> None:
                                                     "cortex-a53); emulated timings mean nothing")
     where.add_argument("--host", action="store_true", help="run the same program built for this machine")
     phone.add_argument("--cpu", type=int, help="pin to this CPU (a phone's big cores are numbered last)")
-    phone.add_argument("--layers", help="ref3x3_256_28 (default), dabnn3x3_128_28, or all")
-    phone.add_argument("--shape", action="append", metavar="N,C,H,W,O,K,S,P",
-                       help="also a square conv of this shape (repeatable)")
+    phone.add_argument("--layers", help="ref3x3_256_28 (default), dabnn3x3_128_28, all (those two), bidrn (every "
+                                        "binary conv of BiDRN, as bench kernels names them), comma-separated")
+    phone.add_argument("--shape", action="append", metavar="[NAME=]N,C,H,W,O,K,S,P",
+                       help="also a conv of this shape, square kernel (repeatable)")
     phone.add_argument("--path", help="kernel path (neon_dotprod, neon, scalar; on a host amx, avx512, avx2) or all; "
                                       "default: the one dispatch picks")
     phone.add_argument("--seconds", type=float, default=2.0, help="timing per layer and path (default 2)")

@@ -1,7 +1,7 @@
 """`bidrn bench phone`: binary conv layers on one core of a phone, against that core's popcount ceiling.
 
-    bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...|all]
-                      [--shape N,C,H,W,O,K,S,P]... [--path NAME|all] [--seconds S] [--json] [--out FILE]
+    bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...|all|bidrn]
+                      [--shape [NAME=]N,C,H,W,O,K,S,P]... [--path NAME|all] [--seconds S] [--json] [--out FILE]
 
 PERFORMANCE.md's phone target is a fraction of the popcount ceiling (at least 70 %, above daBNN's 66 % on a
 Pixel 1), so the measurement is a stand-alone program, not a .pte: ``bidrn_kernel_bench``
@@ -81,12 +81,25 @@ def build(arch: str = "aarch64") -> Path:
     return build_tree(arch) / BINARY
 
 
+def bidrn_shapes() -> list[str]:
+    """BiDRN's binary convs (mobile_export.layer_shapes, as `bidrn bench kernels` times them) as the program's
+    ``NAME=N,C,H,W,O,K,S,P`` shapes."""
+    from mobile_export.layer_shapes import BIDRN_LAYERS
+
+    return [f"{l.name}={l.batch},{l.in_channels},{l.height},{l.width},{l.out_channels},{l.kernel},{l.stride},"
+            f"{l.padding}" for l in BIDRN_LAYERS if l.kind == "conv"]
+
+
 def bench_args(layers: list[str] | None = None, shapes: list[str] | None = None, path: str | None = None,
                seconds: float = 2.0, cpu: int | None = None) -> list[str]:
-    """The program's command line (it checks the values itself and says what it expected)."""
+    """The program's command line (it checks the values itself and says what it expected). The layer name
+    ``bidrn`` stands for every binary conv of BiDRN (bidrn_shapes)."""
     if not seconds > 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     args = ["--seconds", repr(float(seconds)), "--json"]
+    if layers and "bidrn" in layers:
+        layers = [l for l in layers if l != "bidrn"]
+        shapes = [*bidrn_shapes(), *(shapes or [])]
     if layers:
         args += ["--layers", ",".join(layers)]
     for shape in shapes or []:
@@ -128,7 +141,7 @@ def run(runner: str = "adb", *, serial: str | None = None, qemu_cpu: str = "max"
     args = bench_args(layers, shapes, path, seconds, cpu)
     # a bound, not an estimate: every layer spec (a preset, "all" = two, a shape) on every path, with room for
     # rounds that overrun and for qemu's start
-    timeout = 300 + 10 * seconds * (2 * len(layers or []) + len(shapes or []) + 1) * (6 if path == "all" else 1)
+    timeout = 300 + 10 * seconds * (args.count("--shape") + 2 * len(layers or []) + 1) * (6 if path == "all" else 1)
     extra: dict = {"runner": runner, "emulated": runner == "qemu"}
     if runner == "host":
         binary = build("host")
@@ -166,8 +179,9 @@ def rows(report: dict) -> list[dict]:
     for p in report["paths"]:
         for layer in p["layers"]:
             rate = layer["macs"] / (layer["median_ms"] * 1e6)
+            path = p["path"] if layer["ceiling_path"] == p["path"] else f"{p['path']}>{layer['ceiling_path']}"
             table.append({
-                "layer": layer["name"], "path": p["path"], "macs": layer["macs"], "median_ms": layer["median_ms"],
+                "layer": layer["name"], "path": path, "macs": layer["macs"], "median_ms": layer["median_ms"],
                 "min_ms": layer["min_ms"], "macs_per_ns": rate, "macs_per_cycle": rate / clock,
                 "ceiling_per_cycle": layer["ceiling_macs_per_ns"] / clock,
                 "fraction": layer["fraction_of_ceiling"],
@@ -190,9 +204,10 @@ def format_report(report: dict) -> str:
                      f"{r['min_ms']:>9.3f} {r['macs_per_cycle']:>11.1f} {r['ceiling_per_cycle']:>8.1f} "
                      f"{100 * r['fraction']:>10.1f}%" + ("" if report["runner"] != "adb" else
                                                         "  meets 70 %" if r["meets_target"] else "  below 70 %"))
-    lines.append(f"(ceiling: the path's count in a register-only loop on this core, binary MACs a cycle; of "
-                 f"ceiling: the median over rounds of the layer's rate over the round's ceiling. Target "
-                 f"{TARGET_FRACTION:.0%}; daBNN {DABNN_FRACTION:.0%} on a Pixel 1.)")
+    lines.append(f"(ceiling: the path's count in a register-only loop on this core, binary MACs a cycle; amx>avx512: "
+                 f"a layer the tile unit does not take, against the AVX-512 count; of ceiling: the median over "
+                 f"rounds of the layer's rate over the round's ceiling. Target {TARGET_FRACTION:.0%}; daBNN "
+                 f"{DABNN_FRACTION:.0%} on a Pixel 1.)")
     return "\n".join(lines)
 
 

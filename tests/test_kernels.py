@@ -553,7 +553,8 @@ def test_bench_kernels_json_lists_each_layer_with_its_times_and_ratios():
 
     for path in paths:
         c = row["core"][f"ceiling_{'avx512' if path == 'amx' else path}"]
-        shares = [row["macs"] / (t * 1e6) / max(c[i], c[i + 1]) for i, t in enumerate(row["round_ms"][f"binary_{path}"])]
+        shares = [row["macs"] / (t * 1e6) / max(c[i], c[i + 1])
+                  for i, t in enumerate(row["round_ms"][f"binary_{path}"])]
         assert row[f"of_ceiling_{path}"] == pytest.approx(statistics.median(shares))
 
 

@@ -19,7 +19,7 @@ from mobile_export import kernel_library, phone_bench
 
 ARM_TOOLS = [t for t in (phone_bench.CROSS_CXX, phone_bench.QEMU) if shutil.which(t) is None]
 needs_arm = pytest.mark.skipif(bool(ARM_TOOLS), reason=f"{', '.join(ARM_TOOLS)} not on PATH; install with apt-get "
-                                                       "install --no-install-recommends g++-aarch64-linux-gnu qemu-user")
+                               "install --no-install-recommends g++-aarch64-linux-gnu qemu-user")
 
 # Binary MACs of a conv, N x O x OH x OW x C x K x K: the reference layer of PERFORMANCE.md (462.4 M) and
 # daBNN's 28 x 28 x 128 3 x 3 layer.
@@ -97,7 +97,8 @@ def test_cli_prints_the_table_and_writes_the_report(tmp_path):
 
 def test_cli_refuses_bad_arguments_in_one_line(tmp_path):
     out = tmp_path / "phone.json"
-    for args, expected in [(["--host", "--shape", "1,64,8,8"], "takes 8 integers N,C,H,W,O,K,S,P, got '1,64,8,8'"),
+    for args, expected in [(["--host", "--shape", "1,64,8,8"],
+                            "takes 8 integers N,C,H,W,O,K,S,P (after an optional NAME=), got '1,64,8,8'"),
                            (["--host", "--layers", "ref3x3_256_28,nope"], "no layer named 'nope'"),
                            (["--host", "--path", "neon"], "path 'neon' is not available here"),
                            (["--host", "--seconds", "0"], "seconds must be > 0")]:
@@ -109,7 +110,25 @@ def test_cli_refuses_bad_arguments_in_one_line(tmp_path):
 
 
 def test_adb_runner_without_adb_says_what_it_needs():
-    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(d, "adb")))
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not os.path.exists(os.path.join(d, "adb")))
     done = _bidrn("--seconds", "0.1", env={**os.environ, "PATH": path})
     assert done.returncode == 2
     assert "--adb needs `adb` on PATH" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bidrn_layers_are_timed_by_name_each_against_the_count_it_runs_on():
+    from mobile_export.layer_shapes import BIDRN_LAYERS
+
+    convs = [l for l in BIDRN_LAYERS if l.kind == "conv"]
+    report = phone_bench.run("host", layers=["bidrn"], seconds=0.01)
+    path = report["paths"][0]
+    assert [layer["name"] for layer in path["layers"]] == [l.name for l in convs]
+    for l, layer in zip(convs, path["layers"]):
+        oh = (l.height + 2 * l.padding - l.kernel) // l.stride + 1
+        ow = (l.width + 2 * l.padding - l.kernel) // l.stride + 1
+        assert layer["macs"] == l.batch * l.out_channels * oh * ow * l.in_channels * l.kernel ** 2, l.name
+        taken = path["path"] != "amx" or kernel_library.amx_takes(
+            (l.batch, l.in_channels, l.height, l.width, l.out_channels, oh, ow, l.kernel, l.kernel, l.stride, l.stride,
+             l.padding, l.padding))
+        assert layer["ceiling_path"] == (path["path"] if taken else "avx512"), l.name

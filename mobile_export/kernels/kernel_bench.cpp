@@ -1,6 +1,6 @@
 // bidrn_kernel_bench: times binary conv layers on one core, against that core's popcount ceiling.
 //
-//   bidrn_kernel_bench [--layers ref3x3_256_28,dabnn3x3_128_28 | all] [--shape N,C,H,W,O,K,S,P]...
+//   bidrn_kernel_bench [--layers ref3x3_256_28,dabnn3x3_128_28 | all] [--shape [NAME=]N,C,H,W,O,K,S,P]...
 //                      [--path NAME | all] [--seconds S] [--cpu N] [--json]
 //
 // Stand-alone (no ExecuTorch, no Python): the aarch64 build is one static binary to push to a phone
@@ -46,7 +46,7 @@ const Layer kPresets[] = {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "bidrn_kernel_bench: %s\n"
-               "usage: bidrn_kernel_bench [--layers NAME,...|all] [--shape N,C,H,W,O,K,S,P]... [--path NAME|all]\n"
+               "usage: bidrn_kernel_bench [--layers NAME,...|all] [--shape [NAME=]N,C,H,W,O,K,S,P]... [--path NAME|all]\n"
                "                          [--seconds S] [--cpu N] [--json]\n"
                "layers: ref3x3_256_28, dabnn3x3_128_28; paths on this CPU: %s\n",
                why.c_str(), bidrn_kernels_supported_paths());
@@ -61,9 +61,12 @@ std::vector<std::string> split(const std::string& text, char sep) {
   return parts;
 }
 
-Layer parse_shape(const std::string& text) {
+// [NAME=]N,C,H,W,O,K,S,P
+Layer parse_shape(std::string text) {
+  std::string name;
+  if (const size_t eq = text.find('='); eq != std::string::npos) name = text.substr(0, eq), text = text.substr(eq + 1);
   const std::vector<std::string> v = split(text, ',');
-  if (v.size() != 8) usage("--shape takes 8 integers N,C,H,W,O,K,S,P, got '" + text + "'");
+  if (v.size() != 8) usage("--shape takes 8 integers N,C,H,W,O,K,S,P (after an optional NAME=), got '" + text + "'");
   int64_t x[8];
   for (int i = 0; i < 8; ++i) {
     char* end = nullptr;
@@ -71,7 +74,7 @@ Layer parse_shape(const std::string& text) {
     if (*end || x[i] < (i == 7 ? 0 : 1))
       usage("--shape: '" + v[i] + "' is not a " + (i == 7 ? "non-negative" : "positive") + " integer");
   }
-  Layer l{"conv_" + text, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
+  Layer l{name.empty() ? "conv_" + text : name, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]};
   if (l.out_h() < 1 || l.out_w() < 1) usage("--shape " + text + " has no output pixels");
   return l;
 }
@@ -137,6 +140,7 @@ struct Result {
   double ceiling;   // binary MACs per ns, median over the rounds
   double fraction;  // median over the rounds of (the round's MACs per ns) / (the round's ceiling)
   int runs, rounds;
+  std::string counted_on;  // the path whose count ceiling applies (`amx` hands what the tile unit does not take to avx512)
 };
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -171,11 +175,13 @@ Result time_layer(const Layer& l, const char* path, double seconds, std::mt19937
                                             nullptr, 0, out.data()))
       usage(l.name + ": " + err);
   };
+  const std::string counted_on =
+      std::string(path) == "amx" && !bidrn_kernels_amx_takes(shape, 0) ? std::string("avx512") : std::string(path);
   call(), call();
   std::vector<double> times, ceilings, fractions;
   const auto start = std::chrono::steady_clock::now();
   while (fractions.size() < 3 || ms_since(start) < 1000.0 * seconds) {
-    const double ceiling = bidrn_probe_count_ceiling(path, kCeilingSteps);
+    const double ceiling = bidrn_probe_count_ceiling(counted_on.c_str(), kCeilingSteps);
     std::vector<double> round;
     const auto round_start = std::chrono::steady_clock::now();
     while (round.empty() || ms_since(round_start) < kRoundMs) {
@@ -188,7 +194,7 @@ Result time_layer(const Layer& l, const char* path, double seconds, std::mt19937
     fractions.push_back(ceiling > 0 ? double(l.macs()) / (median(round) * 1e6) / ceiling : 0.0);
   }
   return {l, median(times), *std::min_element(times.begin(), times.end()), median(ceilings), median(fractions),
-          int(times.size()), int(fractions.size())};
+          int(times.size()), int(fractions.size()), counted_on};
 }
 
 }  // namespace
@@ -272,11 +278,11 @@ int main(int argc, char** argv) {
         const Result& r = all[i].second[j];
         std::printf("%s{\"name\": %s, \"shape\": [%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld], "
                     "\"macs\": %lld, \"runs\": %d, \"rounds\": %d, \"median_ms\": %.6f, \"min_ms\": %.6f, "
-                    "\"ceiling_macs_per_ns\": %.4f, \"fraction_of_ceiling\": %.5f}",
+                    "\"ceiling_path\": \"%s\", \"ceiling_macs_per_ns\": %.4f, \"fraction_of_ceiling\": %.5f}",
                     j ? ", " : "", json_string(r.layer.name).c_str(), (long long)r.layer.n, (long long)r.layer.c,
                     (long long)r.layer.h, (long long)r.layer.w, (long long)r.layer.o, (long long)r.layer.k,
                     (long long)r.layer.s, (long long)r.layer.p, (long long)r.layer.macs(), r.runs, r.rounds,
-                    r.median_ms, r.min_ms, r.ceiling, r.fraction);
+                    r.median_ms, r.min_ms, r.counted_on.c_str(), r.ceiling, r.fraction);
       }
       std::printf("]}");
     }
@@ -290,7 +296,8 @@ int main(int argc, char** argv) {
   for (const auto& [path, results] : all)
     for (const Result& r : results) {
       const double rate = double(r.layer.macs()) / (r.median_ms * 1e6);
-      std::printf("%-20s %-13s %9.1f %10.3f %9.3f %9.1f %12.1f %10.1f%%\n", r.layer.name.c_str(), path.c_str(),
+      const std::string shown = r.counted_on == path ? path : path + ">" + r.counted_on;
+      std::printf("%-20s %-13s %9.1f %10.3f %9.3f %9.1f %12.1f %10.1f%%\n", r.layer.name.c_str(), shown.c_str(),
                   double(r.layer.macs()) / 1e6, r.median_ms, r.min_ms, rate, r.ceiling, 100.0 * r.fraction);
     }
   std::printf("(MACs/ns by the median call; ceiling: the path's count in a register-only loop, median of the rounds;\n"
