@@ -111,16 +111,21 @@ def bench_args(layers: list[str] | None = None, shapes: list[str] | None = None,
     return args
 
 
+class BenchRunError(ValueError):
+    """The runner or the program failed (no phone attached, adb or qemu refused, the program crashed or hung):
+    a one-line message with the tool's own last words (a ValueError, so the command line prints just that)."""
+
+
 def _run(cmd: list[str], what: str, timeout: float) -> str:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} did not finish in {timeout:.0f} s") from None
+        raise BenchRunError(f"{what} did not finish in {timeout:.0f} s") from None
     if done.returncode != 0:
         lines = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
         if done.returncode == 2:  # the program refused its arguments: its first line says why
             raise ValueError(f"{what}: {lines[0].removeprefix(BINARY + ': ')}")
-        raise RuntimeError(f"{what} failed (exit status {done.returncode}): {' | '.join(lines[-3:])}")
+        raise BenchRunError(f"{what} failed (exit status {done.returncode}): {' | '.join(lines[-3:])}")
     return done.stdout
 
 
@@ -128,7 +133,7 @@ def _parse(stdout: str, what: str) -> dict:
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    raise RuntimeError(f"{what} printed no JSON report; its output ended with: {stdout.strip()[-300:]!r}")
+    raise BenchRunError(f"{what} printed no JSON report; its output ended with: {stdout.strip()[-300:]!r}")
 
 
 def run(runner: str = "adb", *, serial: str | None = None, qemu_cpu: str = "max", cpu: int | None = None,

@@ -132,3 +132,11 @@ def test_bidrn_layers_are_timed_by_name_each_against_the_count_it_runs_on():
             (l.batch, l.in_channels, l.height, l.width, l.out_channels, oh, ow, l.kernel, l.kernel, l.stride, l.stride,
              l.padding, l.padding))
         assert layer["ceiling_path"] == (path["path"] if taken else "avx512"), l.name
+
+
+@needs_arm
+def test_a_runner_that_fails_is_one_line_with_its_own_words():
+    done = _bidrn("--qemu", "no-such-cpu", "--seconds", "0.05")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "qemu-aarch64 -cpu no-such-cpu failed (exit status" in done.stderr and "no-such-cpu" in done.stderr
