@@ -6,6 +6,7 @@
     bidrn bench kernels [--json] [--layers NAME,...] [--threads 1,2] [--paths avx512,avx2] [--seconds S]
     bidrn bench profile --pte A.pte [--threads 1] [--runs 10] [--top 25] [--json]
     bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...] [--seconds S] [--json]
+                      [--out report.json] [--plot shares.png]
 
 `export` replaces every binary layer by a bidrn:: op with bit-packed weights and lowers the rest to XNNPACK
 (mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
@@ -98,6 +99,8 @@ def _bench_phone(args) -> int:
                              path=args.path, seconds=args.seconds)
     if args.out:
         phone_bench.write_json(report, Path(args.out))
+    if args.plot:
+        phone_bench.plot_report(report, Path(args.plot))
     print(json.dumps(report, indent=1) if args.json else phone_bench.format_report(report))
     return 0
 
@@ -174,5 +177,6 @@ def add_parser(subparsers) -> None:
                                       "default: the one dispatch picks")
     phone.add_argument("--seconds", type=float, default=2.0, help="timing per layer and path (default 2)")
     phone.add_argument("--out", help="also write the JSON report to this file")
+    phone.add_argument("--plot", help="also draw each layer's share of the ceiling to this PNG")
     phone.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
     phone.set_defaults(func=_bench_phone)

@@ -2,6 +2,7 @@
 
     bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...|all|bidrn]
                       [--shape [NAME=]N,C,H,W,O,K,S,P]... [--path NAME|all] [--seconds S] [--json] [--out FILE]
+                      [--plot FILE.png]
 
 PERFORMANCE.md's phone target is a fraction of the popcount ceiling (at least 70 %, above daBNN's 66 % on a
 Pixel 1), so the measurement is a stand-alone program, not a .pte: ``bidrn_kernel_bench``
@@ -214,6 +215,39 @@ def format_report(report: dict) -> str:
                  f"rounds of the layer's rate over the round's ceiling. Target {TARGET_FRACTION:.0%}; daBNN "
                  f"{DABNN_FRACTION:.0%} on a Pixel 1.)")
     return "\n".join(lines)
+
+
+def plot_report(report: dict, path: str | Path) -> None:
+    """A bar per layer (and path): its share of the ceiling, against the 70 % target and daBNN's 66 %, with
+    the rate in binary MACs a cycle at the bar's end; written whole or not at all (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = rows(report)
+    if not table:
+        raise ValueError("the report has no layers to plot")
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(table)))
+    labels = [f"{r['layer']} ({r['path']})" for r in table][::-1]
+    shares = [100 * r["fraction"] for r in table][::-1]
+    colors = ["tab:green" if r["meets_target"] else "tab:orange" for r in table][::-1]
+    ax.barh(labels, shares, color=colors)
+    for y, r in enumerate(table[::-1]):
+        ax.text(100 * r["fraction"] + 1, y, f"{r['macs_per_cycle']:.0f} / {r['ceiling_per_cycle']:.0f}",
+                va="center", fontsize=7)
+    ax.axvline(100 * TARGET_FRACTION, color="k", lw=1, label=f"target {TARGET_FRACTION:.0%}")
+    ax.axvline(100 * DABNN_FRACTION, color="gray", lw=1, ls="--", label=f"daBNN {DABNN_FRACTION:.0%} (Pixel 1)")
+    ax.set_xlim(0, 115)
+    ax.set_xlabel("% of the popcount ceiling (labels: binary MACs a cycle, layer / ceiling)")
+    where = {"adb": report.get("device") or "adb device", "host": "this host",
+             "qemu": f"qemu -cpu {report.get('qemu_cpu')} (emulated: not a core's times)"}[report["runner"]]
+    ax.set_title(f"{where}: {report['core']}", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=90))
+    plt.close(fig)
 
 
 def write_json(report: dict, out: Path) -> None:

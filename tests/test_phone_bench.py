@@ -53,7 +53,7 @@ def _check_report(report: dict, macs: dict[str, int], paths: list[str]) -> None:
             assert layer["ceiling_macs_per_ns"] > 0 and layer["fraction_of_ceiling"] > 0
 
 
-def test_host_run_times_the_dispatched_path_against_its_ceiling():
+def test_host_run_times_the_dispatched_path_against_its_ceiling(tmp_path):
     report = phone_bench.run("host", layers=["dabnn3x3_128_28"], shapes=["2,64,16,16,32,1,1,0"], seconds=0.2)
     assert report["runner"] == "host" and not report["emulated"]
     assert report["supported_paths"] == ",".join(kernel_library.supported_paths())
@@ -65,6 +65,16 @@ def test_host_run_times_the_dispatched_path_against_its_ceiling():
         assert layer["fraction_of_ceiling"] < 1.2
     text = phone_bench.format_report(report)
     assert "this host" in text and "dabnn3x3_128_28" in text and "meets 70 %" not in text
+    from PIL import Image
+
+    png = tmp_path / "plots" / "shares.png"
+    phone_bench.plot_report(report, png)
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 100
+    assert [p.name for p in png.parent.iterdir()] == ["shares.png"]
+    with pytest.raises(ValueError, match="no layers"):
+        phone_bench.plot_report({**report, "paths": []}, tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
 
 
 @needs_arm
