@@ -48,7 +48,7 @@ def _on_arm() -> bool:
 
 def build_tree(arch: str = "aarch64") -> Path:
     """The build folder of the stand-alone programs for `arch` ('aarch64': static, for a phone or qemu; 'host':
-    this machine): bidrn_kernel_bench, bidrn_selftest and the app archive libbidrn_et_kernels_static.a,
+    this machine): bidrn_kernel_bench, bidrn_selftest and (aarch64) the app archive libbidrn_et_kernels_static.a,
     their shared objects compiled once, into the kernel cache (kernel_library.cache_dir()) on first use and
     reused while the sources and compiler are the same."""
     if arch not in ("aarch64", "host"):
@@ -67,7 +67,7 @@ def build_tree(arch: str = "aarch64") -> Path:
     args += [f"-DCMAKE_CXX_COMPILER={compiler}", f"-DEXECUTORCH_ROOT={root}"]
     h = hashlib.sha256(f"{arch}\0{os.path.realpath(compiler)}\0{root}\0".encode())
     kernel_library.hash_sources(h)
-    targets = [BINARY, "bidrn_selftest", "bidrn_et_kernels_static"]
+    targets = [BINARY, "bidrn_selftest"] + (["bidrn_et_kernels_static"] if arch == "aarch64" else [])
     return kernel_library.build_once(kernel_library.cache_dir() / f"standalone-{arch}-{h.hexdigest()[:16]}",
                                      lambda folder: kernel_library.cmake_build(folder / "tree", targets, *args))
 

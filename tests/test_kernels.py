@@ -327,17 +327,17 @@ def test_table_count_shapes_are_bit_exact_against_the_reference(path):
             assert_every_output_bit_exact(table_count_problem(gen, *spec), f"{path} {spec}")
 
 
-def test_native_selftest_is_bit_exact_on_every_path_this_cpu_supports(tmp_path):
+def test_native_selftest_is_bit_exact_on_every_path_this_cpu_supports():
     """selftest.cpp built for this machine: the naive convolution and the fused epilogue (residual, pooled
     residual, partial sum, post affine, shortcut, FDR's branches) written out in float, on random shapes."""
     import shutil
     import subprocess
 
-    from test_kernels_neon import build_selftest
+    from mobile_export import phone_bench
 
     if shutil.which("cmake") is None:
         pytest.skip("cmake is not on PATH")
-    binary = build_selftest(tmp_path / "native")
+    binary = str(phone_bench.build_tree("host") / "bidrn_selftest")
     done = subprocess.run([binary, "--expect-path", kernel_library.active_path(), "--cases", "120"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout
