@@ -190,7 +190,7 @@ def rows(report: dict) -> list[dict]:
                 "layer": layer["name"], "path": path, "macs": layer["macs"], "median_ms": layer["median_ms"],
                 "min_ms": layer["min_ms"], "macs_per_ns": rate, "macs_per_cycle": rate / clock,
                 "ceiling_per_cycle": layer["ceiling_macs_per_ns"] / clock,
-                "fraction": layer["fraction_of_ceiling"],
+                "fraction": layer["fraction_of_ceiling"], "cpus": layer["cpus"],
                 "meets_target": layer["fraction_of_ceiling"] >= TARGET_FRACTION})
     return table
 
@@ -210,6 +210,11 @@ def format_report(report: dict) -> str:
                      f"{r['min_ms']:>9.3f} {r['macs_per_cycle']:>11.1f} {r['ceiling_per_cycle']:>8.1f} "
                      f"{100 * r['fraction']:>10.1f}%" + ("" if report["runner"] != "adb" else
                                                         "  meets 70 %" if r["meets_target"] else "  below 70 %"))
+    moved = [r for r in rows(report) if len(r["cpus"]) > 1]
+    if moved:  # a phone's scheduler moves an unpinned process between big and little cores
+        lines.append(f"{len(moved)} of the layers ran on more than one CPU ({', '.join(r['layer'] for r in moved[:4])}"
+                     f"{', ...' if len(moved) > 4 else ''}): their ceiling and calls may be different cores' figures; "
+                     "pin the run with --cpu N")
     lines.append(f"(ceiling: the path's count in a register-only loop on this core, binary MACs a cycle; amx>avx512: "
                  f"a layer the tile unit does not take, against the AVX-512 count; of ceiling: the median over "
                  f"rounds of the layer's rate over the round's ceiling. Target {TARGET_FRACTION:.0%}; daBNN "

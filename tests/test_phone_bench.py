@@ -75,6 +75,17 @@ def test_host_run_times_the_dispatched_path_against_its_ceiling(tmp_path):
     with pytest.raises(ValueError, match="no layers"):
         phone_bench.plot_report({**report, "paths": []}, tmp_path / "empty.png")
     assert not (tmp_path / "empty.png").exists()
+    # an unpinned layer that ran on two CPUs is flagged (a phone moves an unpinned process between core types)
+    moved = json.loads(json.dumps(report))
+    moved["paths"][0]["layers"][0]["cpus"] = [0, 1]
+    assert "1 of the layers ran on more than one CPU (dabnn3x3_128_28)" in phone_bench.format_report(moved)
+
+
+def test_cpu_pins_the_run_to_one_core():
+    cpu = os.cpu_count() - 1  # the last CPU: a phone's big cores are numbered last
+    report = phone_bench.run("host", shapes=["1,64,8,8,64,3,1,1"], seconds=0.05, cpu=cpu)
+    assert report["cpu"] == cpu and report["paths"][0]["layers"][0]["cpus"] == [cpu]
+    assert "more than one CPU" not in phone_bench.format_report(report)
 
 
 @needs_arm

@@ -125,6 +125,12 @@ std::string core_name(int cpu) {
   return model.empty() ? "unknown" : model;
 }
 
+std::string join(const std::vector<int>& values) {
+  std::string out;
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
+  return out;
+}
+
 std::string json_string(const std::string& text) {
   std::string out = "\"";
   for (char ch : text) {
@@ -140,7 +146,8 @@ struct Result {
   double ceiling;   // binary MACs per ns, median over the rounds
   double fraction;  // median over the rounds of (the round's MACs per ns) / (the round's ceiling)
   int runs, rounds;
-  std::string counted_on;  // the path whose count ceiling applies (`amx` hands what the tile unit does not take to avx512)
+  std::string counted_on;
+  std::vector<int> cpus;  // the CPUs the rounds ran on (sampled at each round's start and end)  // the path whose count ceiling applies (`amx` hands what the tile unit does not take to avx512)
 };
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -179,8 +186,14 @@ Result time_layer(const Layer& l, const char* path, double seconds, std::mt19937
       std::string(path) == "amx" && !bidrn_kernels_amx_takes(shape, 0) ? std::string("avx512") : std::string(path);
   call(), call();
   std::vector<double> times, ceilings, fractions;
+  std::vector<int> cpus;
+  auto saw_cpu = [&cpus] {
+    const int c = sched_getcpu();
+    if (std::find(cpus.begin(), cpus.end(), c) == cpus.end()) cpus.push_back(c);
+  };
   const auto start = std::chrono::steady_clock::now();
   while (fractions.size() < 3 || ms_since(start) < 1000.0 * seconds) {
+    saw_cpu();
     const double ceiling = bidrn_probe_count_ceiling(counted_on.c_str(), kCeilingSteps);
     std::vector<double> round;
     const auto round_start = std::chrono::steady_clock::now();
@@ -189,12 +202,13 @@ Result time_layer(const Layer& l, const char* path, double seconds, std::mt19937
       call();
       round.push_back(ms_since(t0));
     }
+    saw_cpu();
     times.insert(times.end(), round.begin(), round.end());
     ceilings.push_back(ceiling);
     fractions.push_back(ceiling > 0 ? double(l.macs()) / (median(round) * 1e6) / ceiling : 0.0);
   }
   return {l, median(times), *std::min_element(times.begin(), times.end()), median(ceilings), median(fractions),
-          int(times.size()), int(fractions.size()), counted_on};
+          int(times.size()), int(fractions.size()), counted_on, cpus};
 }
 
 }  // namespace
@@ -278,11 +292,12 @@ int main(int argc, char** argv) {
         const Result& r = all[i].second[j];
         std::printf("%s{\"name\": %s, \"shape\": [%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld], "
                     "\"macs\": %lld, \"runs\": %d, \"rounds\": %d, \"median_ms\": %.6f, \"min_ms\": %.6f, "
-                    "\"ceiling_path\": \"%s\", \"ceiling_macs_per_ns\": %.4f, \"fraction_of_ceiling\": %.5f}",
+                    "\"ceiling_path\": \"%s\", \"ceiling_macs_per_ns\": %.4f, \"fraction_of_ceiling\": %.5f, "
+                    "\"cpus\": [%s]}",
                     j ? ", " : "", json_string(r.layer.name).c_str(), (long long)r.layer.n, (long long)r.layer.c,
                     (long long)r.layer.h, (long long)r.layer.w, (long long)r.layer.o, (long long)r.layer.k,
                     (long long)r.layer.s, (long long)r.layer.p, (long long)r.layer.macs(), r.runs, r.rounds,
-                    r.median_ms, r.min_ms, r.counted_on.c_str(), r.ceiling, r.fraction);
+                    r.median_ms, r.min_ms, r.counted_on.c_str(), r.ceiling, r.fraction, join(r.cpus).c_str());
       }
       std::printf("]}");
     }
@@ -300,6 +315,11 @@ int main(int argc, char** argv) {
       std::printf("%-20s %-13s %9.1f %10.3f %9.3f %9.1f %12.1f %10.1f%%\n", r.layer.name.c_str(), shown.c_str(),
                   double(r.layer.macs()) / 1e6, r.median_ms, r.min_ms, rate, r.ceiling, 100.0 * r.fraction);
     }
+  for (const auto& [path, results] : all)
+    for (const Result& r : results)
+      if (r.cpus.size() > 1)
+        std::printf("%s on %s moved between CPUs %s: pin it with --cpu N for one core's figures\n",
+                    r.layer.name.c_str(), path.c_str(), join(r.cpus).c_str());
   std::printf("(MACs/ns by the median call; ceiling: the path's count in a register-only loop, median of the rounds;\n"
               " of ceiling: median of the rounds' ratios, each round a ceiling loop and 25 ms of calls; per ns / %.2f GHz"
               " = per cycle)\n", ghz);
