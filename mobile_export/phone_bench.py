@@ -195,9 +195,14 @@ def rows(report: dict) -> list[dict]:
     return table
 
 
+def _where(report: dict) -> str:
+    """Where the report's run happened, in words."""
+    return {"adb": f"adb device {report.get('device') or '?'}", "host": "this host",
+            "qemu": f"qemu-aarch64 -cpu {report.get('qemu_cpu')}"}[report["runner"]]
+
+
 def format_report(report: dict) -> str:
-    where = {"adb": f"adb device {report.get('device') or '?'}", "host": "this host",
-             "qemu": f"qemu-aarch64 -cpu {report.get('qemu_cpu')}"}[report["runner"]]
+    where = _where(report)
     lines = [f"{where}: CPU {report['cpu']}, {report['core']}; clock {report['clock_ghz'][0]:.2f} / "
              f"{report['clock_ghz'][1]:.2f} GHz (before / after); paths {report['supported_paths']}"]
     if report["emulated"]:
@@ -205,12 +210,13 @@ def format_report(report: dict) -> str:
                      "MAC counts and that it runs mean anything")
     lines.append(f"{'layer':<20} {'path':<13} {'M MACs':>8} {'median ms':>10} {'min ms':>9} {'MACs/cycle':>11} "
                  f"{'ceiling':>8} {'of ceiling':>11}")
-    for r in rows(report):
+    table = rows(report)
+    for r in table:
         lines.append(f"{r['layer']:<20} {r['path']:<13} {r['macs'] / 1e6:>8.1f} {r['median_ms']:>10.3f} "
                      f"{r['min_ms']:>9.3f} {r['macs_per_cycle']:>11.1f} {r['ceiling_per_cycle']:>8.1f} "
                      f"{100 * r['fraction']:>10.1f}%" + ("" if report["runner"] != "adb" else
                                                         "  meets 70 %" if r["meets_target"] else "  below 70 %"))
-    moved = [r for r in rows(report) if len(r["cpus"]) > 1]
+    moved = [r for r in table if len(r["cpus"]) > 1]
     if moved:  # a phone's scheduler moves an unpinned process between big and little cores
         lines.append(f"{len(moved)} of the layers ran on more than one CPU ({', '.join(r['layer'] for r in moved[:4])}"
                      f"{', ...' if len(moved) > 4 else ''}): their ceiling and calls may be different cores' figures; "
@@ -245,9 +251,8 @@ def plot_report(report: dict, path: str | Path) -> None:
     ax.axvline(100 * DABNN_FRACTION, color="gray", lw=1, ls="--", label=f"daBNN {DABNN_FRACTION:.0%} (Pixel 1)")
     ax.set_xlim(0, 115)
     ax.set_xlabel("% of the popcount ceiling (labels: binary MACs a cycle, layer / ceiling)")
-    where = {"adb": report.get("device") or "adb device", "host": "this host",
-             "qemu": f"qemu -cpu {report.get('qemu_cpu')} (emulated: not a core's times)"}[report["runner"]]
-    ax.set_title(f"{where}: {report['core']}", fontsize=9)
+    emulated = " (emulated: not a core's times)" if report["emulated"] else ""
+    ax.set_title(f"{_where(report)}{emulated}: {report['core']}", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
