@@ -363,11 +363,14 @@ void build_correction(const ConvShape& s, const Phase& ph, const uint64_t* weigh
   }
 }
 
-// Tiles per work item: as many as keep the strip's im2col rows within 16 KB (half of a 32 KB L1), so the
-// rows stay cached while the channel groups sweep over them; one tile for the wide layers (k_words >= 64).
+// Tiles per work item: as many as keep the strip's im2col rows within 24 KB (three quarters of a 32 KB L1,
+// half of a 48 KB one), so the rows stay cached while the channels sweep over them; one tile for the wide
+// layers (k_words > 48). 16 KB gave the reference layer (36 words) one tile a strip, and every output
+// channel then paid its call's set-up for 32 pixels: two tiles ran it 5-6 % faster on AVX-512, three (32 KB)
+// about the same, five (48 KB, past a 48 KB L1 with the other streams) 5 % slower (docs/kernels.md).
 int64_t strip_tiles(int64_t k_words) {
   if (k_words < 1) return kMaxStripTiles;  // a transposed-conv phase no tap reaches
-  const int64_t fit = (16 * 1024) / (kTilePixels * k_words * int64_t(sizeof(uint64_t)));
+  const int64_t fit = (24 * 1024) / (kTilePixels * k_words * int64_t(sizeof(uint64_t)));
   return std::max<int64_t>(1, std::min<int64_t>(kMaxStripTiles, fit));
 }
 

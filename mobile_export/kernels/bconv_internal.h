@@ -94,7 +94,7 @@ struct Kernels {
   void (*branch_tile)(const TileJob* jobs, int k, int64_t b0, int64_t b1, int64_t o0, int64_t o1) = nullptr;
   // Optional, both: strip_tiles > 0 says this path wants work items of that many tiles covering all the
   // output channels (tile / branch_tile then get o0 = 0, o1 = out_channels) instead of the driver's
-  // default (rows within 16 KB, 64-channel chunks); prepare(job, slot) is called once per job before its
+  // default (rows within 24 KB, 64-channel chunks); prepare(job, slot) is called once per job before its
   // work items (slot: FDR's branch index) to precompute what every item reads. The AVX2 table count
   // (bconv_avx2.cpp) uses both.
   int64_t (*strip_tiles)(const TileJob& job) = nullptr;
