@@ -7,6 +7,7 @@
     bidrn bench profile --pte A.pte [--threads 1] [--runs 10] [--top 25] [--json]
     bidrn bench phone [--adb [SERIAL] | --qemu CPU | --host] [--cpu N] [--layers NAME,...] [--seconds S] [--json]
                       [--out report.json] [--plot shares.png]
+    bidrn bench runner --pte A.pte [--host | --qemu CPU] [--runs 5] [--warmup 1] [--threads 1] [--check] [--json]
 
 `export` replaces every binary layer by a bidrn:: op with bit-packed weights and lowers the rest to XNNPACK
 (mobile_export/export.py, docs/export.md); it writes OUT and OUT.json (the report), and compares OUT's bytes
@@ -105,6 +106,20 @@ def _bench_phone(args) -> int:
     return 0
 
 
+def _bench_runner(args) -> int:
+    from mobile_export import runner
+
+    report = runner.run(args.pte, "aarch64" if args.qemu else "host", qemu_cpu=args.qemu or "max", runs=args.runs,
+                        warmup=args.warmup, threads=args.threads)
+    diffs = runner.compare(report) if args.check else None
+    if args.json:
+        print(json.dumps(dict(runner.summary(report), **({"max_abs_diff": diffs} if diffs is not None else {})),
+                         indent=1))
+    else:
+        print(runner.format_report(report, diffs))
+    return 0
+
+
 def _add_export(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a network to an ExecuTorch .pte (binary ops + XNNPACK)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,3 +195,21 @@ def add_parser(subparsers) -> None:
     phone.add_argument("--plot", help="also draw each layer's share of the ceiling to this PNG")
     phone.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
     phone.set_defaults(func=_bench_phone)
+
+    from mobile_export import runner
+
+    run = bench_sub.add_parser("runner", help="a .pte in ExecuTorch's C++ runtime, here or on aarch64 under qemu: "
+                                              "latency, peak memory, outputs checked", description=runner.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--pte", required=True, help="the program (its export report beside it gives the input shape)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--host", action="store_true", help="this machine's runtime (the default)")
+    where.add_argument("--qemu", metavar="CPU", help="aarch64 runtime under qemu-aarch64 -cpu CPU (max, neoverse-n1, "
+                                                     "cortex-a76, cortex-a53); emulated timings mean nothing")
+    run.add_argument("--runs", type=int, default=5, help="timed executes (default 5)")
+    run.add_argument("--warmup", type=int, default=1, help="untimed executes first (default 1)")
+    run.add_argument("--threads", type=int, default=1, help="ExecuTorch threads (default 1)")
+    run.add_argument("--check", action="store_true",
+                     help="compare the outputs with ExecuTorch's Python runtime on this machine")
+    run.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    run.set_defaults(func=_bench_runner)

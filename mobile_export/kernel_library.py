@@ -26,6 +26,7 @@ from pathlib import Path
 SOURCE_DIR = Path(__file__).resolve().parent / "kernels"
 LIBRARY_NAME = "libbidrn_et_kernels.so"
 BENCH_NAME = "bidrn_kernel_bench"
+RUNNER_NAME = "bidrn_pte_runner"
 
 _lock = threading.Lock()
 _handle: ctypes.CDLL | None = None
@@ -107,11 +108,15 @@ def build_once(target: Path, build) -> Path:
 
 def library_path() -> Path:
     """Path of the compiled library, building it first if this source hash has none yet. The same build makes
-    the stand-alone kernel benchmark (`bidrn bench phone --host`), left beside the library as BENCH_NAME."""
+    the stand-alone kernel benchmark (`bidrn bench phone --host`) and the C++ program runner (`bidrn bench
+    runner`), left beside the library as BENCH_NAME and RUNNER_NAME (their kernels compiled once)."""
     def build(folder: Path) -> Path:
-        built = cmake_build(folder, ["bidrn_et_kernels", BENCH_NAME], f"-DCMAKE_CXX_COMPILER={_compiler()}",
-                            f"-DEXECUTORCH_ROOT={executorch_root()}")
-        os.replace(built / BENCH_NAME, folder.parent / BENCH_NAME)  # before the library, whose presence says done
+        root = executorch_root()
+        built = cmake_build(folder, ["bidrn_et_kernels", BENCH_NAME, RUNNER_NAME],
+                            f"-DCMAKE_CXX_COMPILER={_compiler()}", f"-DEXECUTORCH_ROOT={root}",
+                            f"-DEXECUTORCH_RUNTIME_LIB={root / 'lib'}")
+        for name in (BENCH_NAME, RUNNER_NAME):  # before the library, whose presence says done
+            os.replace(built / name, folder.parent / name)
         return built / LIBRARY_NAME
 
     return build_once(cache_dir() / source_hash() / LIBRARY_NAME, build)

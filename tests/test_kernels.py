@@ -459,7 +459,7 @@ def test_bench_model_pairs_each_round_of_two_programs(tmp_path):
 
 
 def test_bench_commands_refuse_a_damaged_program_with_a_message(tmp_path, capsys):
-    """`bidrn bench model / profile` on a file that is not a whole .pte: exit status 2 and one line naming the
+    """`bidrn bench model / profile / runner` on a file that is not a whole .pte: exit status 2 and one line naming the
     file and what was expected (no traceback), whether the header is wrong (checked before any worker starts)
     or the program is cut short (ExecuTorch's refusal, from the worker that tried to load it)."""
     from executorch.exir import to_edge_transform_and_lower
@@ -476,7 +476,9 @@ def test_bench_commands_refuse_a_damaged_program_with_a_message(tmp_path, capsys
              (["model", "--pte", str(good), "--vs", str(cut), "--runs", "2", "--warmup", "0"],
               "cut.pte: ExecuTorch could not load its forward method"),
              (["profile", "--pte", str(cut), "--runs", "1", "--warmup", "0"],
-              "cut.pte: ExecuTorch could not load its forward method")]
+              "cut.pte: ExecuTorch could not load its forward method"),
+             (["runner", "--pte", str(text)], "notes.pte: not an ExecuTorch program"),
+             (["runner", "--pte", str(cut)], "cut.pte: ExecuTorch could not load its forward method")]
     for argv, message in cases:
         assert main(["bench", *argv]) == 2
         err = capsys.readouterr().err
