@@ -46,6 +46,7 @@ def test_host_runner_gives_eq5_accumulators_and_reports_time_and_memory(layer_pr
     assert got.dtype == "int32" and torch.equal(torch.from_numpy(got.copy()), want)
     assert len(report["ms"]) == 3 and all(ms > 0 for ms in report["ms"])
     assert report["peak_rss_kb"] > 1000 and report["kernel_path"] == kernel_library.active_path()
+    assert report["kernel_threads"] == 1 and runner.run(path, "host", threads=2, image=x)["kernel_threads"] == 2
     assert runner.compare(report) == {"0": 0.0}
     text = runner.format_report(report, runner.compare(report))
     assert "bidrn kernel path" in text and "peak resident memory" in text

@@ -7,8 +7,8 @@
 //
 // The input (one float tensor, the image) is FILE's raw float32 values, or uniform [0, 1) from --seed; the
 // program runs --warmup untimed and --runs timed executes; stdout gets one JSON object: each execute's
-// milliseconds, the process's peak resident memory (VmHWM), the bidrn kernel path dispatched on this CPU and
-// the outputs' shapes. --outputs writes every
+// milliseconds, the process's peak resident memory (VmHWM), the bidrn kernel path dispatched on this CPU, the
+// threadpool's size as the ops see it and the outputs' shapes. --outputs writes every
 // tensor output (dtype code, rank, sizes, raw bytes: mobile_export/runner.py reads it). `bidrn bench runner`
 // builds it for this machine or for aarch64 (run under qemu-aarch64 with the aarch64 ExecuTorch wheel's
 // runtime) and compares its outputs with the Python runtime's (docs/export.md, "The C++ runner").
@@ -41,6 +41,7 @@ ThreadPool* get_threadpool();
 }  // namespace executorch::extension::threadpool
 
 extern "C" const char* bidrn_kernels_active_path();  // bconv.cpp: the kernel path dispatched on this CPU
+extern "C" int64_t bidrn_kernels_thread_count();      // et_ops.cpp: the threadpool's size as the ops see it
 
 using executorch::aten::ScalarType;
 using executorch::aten::Tensor;
@@ -229,7 +230,8 @@ int main(int argc, char** argv) {
   std::printf("{\"program\": %s, \"method\": %s, \"threads\": %lld, \"warmup\": %lld, \"ms\": [",
               json_string(path).c_str(), json_string(method_name).c_str(), (long long)threads, (long long)warmup);
   for (size_t i = 0; i < times.size(); ++i) std::printf("%s%.4f", i ? ", " : "", times[i]);
-  std::printf("], \"peak_rss_kb\": %lld, \"kernel_path\": %s, \"outputs\": [%s]}\n", (long long)peak_rss_kb(),
-              json_string(bidrn_kernels_active_path()).c_str(), shapes.c_str());
+  std::printf("], \"peak_rss_kb\": %lld, \"kernel_path\": %s, \"kernel_threads\": %lld, \"outputs\": [%s]}\n",
+              (long long)peak_rss_kb(), json_string(bidrn_kernels_active_path()).c_str(),
+              (long long)bidrn_kernels_thread_count(), shapes.c_str());
   return 0;
 }
