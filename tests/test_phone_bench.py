@@ -79,6 +79,11 @@ def test_host_run_times_the_dispatched_path_against_its_ceiling(tmp_path):
     moved = json.loads(json.dumps(report))
     moved["paths"][0]["layers"][0]["cpus"] = [0, 1]
     assert "1 of the layers ran on more than one CPU (dabnn3x3_128_28)" in phone_bench.format_report(moved)
+    # the same report as a Linux Arm board's --host run (NEON paths, not emulated) gets the target's verdict
+    board = {**report, "supported_paths": "neon_dotprod,neon,scalar"}
+    verdicts = [line.endswith(("meets 70 %", "below 70 %")) for line in phone_bench.format_report(board).splitlines()
+                if line.startswith("dabnn3x3_128_28")]
+    assert verdicts == [True]
 
 
 def test_cpu_pins_the_run_to_one_core():
