@@ -1,6 +1,7 @@
 """`bidrn export ...` (a .pte for ExecuTorch) and `bidrn bench ...` (speed of the mobile runtime).
 
-    bidrn export NAME_OR_CHECKPOINT --format pte [--int8 [--int8-pointwise auto|bidrn|xnnpack]] --out model.pte
+    bidrn export NAME_OR_CHECKPOINT --format pte [--int8 [--int8-pointwise auto|bidrn|xnnpack] [--target host|aarch64]]
+                 --out model.pte
                  [--reference fp.pte | --no-reference]
     bidrn bench model --pte A.pte [--vs B.pte] [--threads 1] [--runs 30] [--warmup 3] [--json]
     bidrn bench kernels [--json] [--layers NAME,...] [--threads 1,2] [--paths avx512,avx2] [--seconds S]
@@ -69,7 +70,7 @@ def _export(args) -> int:
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     report = export.export_pte(model, out, int8=args.int8, body_model=not args.no_body_model, reference=reference,
                                int8_pointwise={"auto": None, "bidrn": True, "xnnpack": False}[args.int8_pointwise],
-                               log=log)
+                               target=args.target, log=log)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0
 
@@ -133,6 +134,10 @@ def _add_export(subparsers) -> None:
                    help="with --int8: our int8 ops (the 1x1 convs as bidrn::int8_pointwise, BoxNet's deconv, and on "
                         "AMX the stems as bidrn::int8_conv2d) or XNNPACK int8 convs; auto: ours where this machine's "
                         "kernel for them is fast (AMX, AVX-512 VNNI, NEON)")
+    p.add_argument("--target", choices=["host", "aarch64"], default="host",  # export.TARGETS
+                   help="with --int8: the CPU whose int8 kernels decide which int8 ops are ours (the binary ops "
+                        "dispatch at run time anyway): host (this machine, the default) or aarch64 (an Arm phone: "
+                        "NEON dotprod; the 1x1 convs and BoxNet's deconv ours, the stems XNNPACK's)")
     p.add_argument("--model", help="model name for a checkpoint that does not record it")
     p.add_argument("--no-body-model", action="store_true", help="leave the SMPL-X layer (mesh outputs) out")
     p.add_argument("--reference", help="full-precision .pte to compare bytes with; exported there if missing "

@@ -493,6 +493,7 @@ class ExportReport:
     ops_outside_xnnpack: dict[str, int] = field(default_factory=dict)
     reference: dict | None = None  # the full-precision twin's .pte: path, bytes, ratio
     ops_version: int = ops.OPS_VERSION  # the bidrn:: op schemas it was exported for
+    target: str = "host"  # the CPU its int8 ops were chosen for (TARGETS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -512,7 +513,8 @@ class ExportReport:
         if self.int8:
             lines.append(f"int8 1x1 convs as bidrn::int8_pointwise: {s.get('int8_pointwise_convs', 0)}; deconvs as "
                          f"bidrn::int8_conv_transpose2d: {s.get('int8_deconvs', 0)}; stems as bidrn::int8_conv2d: "
-                         f"{s.get('int8_stems', 0)} (the rest of the int8 convs and linears on XNNPACK)")
+                         f"{s.get('int8_stems', 0)} (the rest of the int8 convs and linears on XNNPACK; chosen for "
+                         f"the {self.target} CPU)")
         if self.ops_outside_xnnpack:
             lines.append("outside XNNPACK: " + ", ".join(f"{k} x{v}" for k, v in
                                                          sorted(self.ops_outside_xnnpack.items())))
@@ -1149,12 +1151,28 @@ class Int8Stem(_Int8Calibrated):
 FAST_INT8_POINTWISE = ("amx", "avx512_vnni", "neon_dotprod", "neon")
 
 
-def int8_pointwise_is_fast() -> bool:
-    """Whether this machine's kernel for ``bidrn::int8_pointwise`` (kernel_library.int8_pointwise_kernel) is
-    one of :data:`FAST_INT8_POINTWISE`: the default of ``--int8-pointwise auto``."""
-    from mobile_export import kernel_library
+# What the program is for (``--target``): the binary ops dispatch at run time on any CPU, but which int8 ops
+# are ours is decided at export, by the kernel the target CPU runs them on: this machine's ('host'), or an
+# Arm phone's ('aarch64': NEON with dotprod, every big core since the Cortex-A75 and all of Apple's).
+TARGET_INT8_KERNEL = {"aarch64": "neon_dotprod"}
+TARGETS = ("host", *TARGET_INT8_KERNEL)
 
-    return kernel_library.int8_pointwise_kernel() in FAST_INT8_POINTWISE
+
+def int8_kernel(target: str = "host") -> str:
+    """The kernel ``bidrn::int8_pointwise`` and ``bidrn::int8_conv2d`` run on for ``target`` (:data:`TARGETS`)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if target == "host":
+        from mobile_export import kernel_library
+
+        return kernel_library.int8_pointwise_kernel()
+    return TARGET_INT8_KERNEL[target]
+
+
+def int8_pointwise_is_fast(target: str = "host") -> bool:
+    """Whether the target's kernel for ``bidrn::int8_pointwise`` (:func:`int8_kernel`) is one of
+    :data:`FAST_INT8_POINTWISE`: the default of ``--int8-pointwise auto``."""
+    return int8_kernel(target) in FAST_INT8_POINTWISE
 
 
 def _pointwise_conv(m: nn.Module) -> tuple[nn.Conv2d, tuple[int, int] | None] | None:
@@ -1176,12 +1194,10 @@ def count_int8_stems(model: nn.Module) -> int:
 FAST_INT8_STEM = ("amx",)
 
 
-def int8_stem_is_fast() -> bool:
-    """Whether this machine's kernel for the int8 GEMM of ``bidrn::int8_conv2d`` is one of
-    :data:`FAST_INT8_STEM`: then the int8 export runs the stems as that op."""
-    from mobile_export import kernel_library
-
-    return kernel_library.int8_pointwise_kernel() in FAST_INT8_STEM
+def int8_stem_is_fast(target: str = "host") -> bool:
+    """Whether the target's kernel for the int8 GEMM of ``bidrn::int8_conv2d`` is one of :data:`FAST_INT8_STEM`:
+    then the int8 export runs the stems as that op."""
+    return int8_kernel(target) in FAST_INT8_STEM
 
 
 def quantize_own_int8_ops(model: nn.Module, calibration: list[torch.Tensor], stems: bool = False) -> tuple[int, int]:
@@ -1274,17 +1290,19 @@ def prepare_for_export(model: nn.Module, body_model: bool | nn.Module = True,
 def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = False, body_model: bool | nn.Module = True,
                reference: str | Path | None = None, calibration_images: int = 4,
                model_name: str | None = None, image_at_a_time: bool = False,
-               int8_pointwise: bool | None = None, log=lambda msg: None) -> ExportReport:
+               int8_pointwise: bool | None = None, target: str = "host", log=lambda msg: None) -> ExportReport:
     """Export to ``out`` (.pte) and write ``out``.json; returns the report.
 
     int8_pointwise (``--int8`` only): run the 1 x 1 convs (block residuals, heads) as ``bidrn::int8_pointwise``
-    (True) or as XNNPACK int8 convs (False); None decides by :func:`int8_pointwise_is_fast`.
+    (True) or as XNNPACK int8 convs (False); None decides by :func:`int8_pointwise_is_fast` for ``target``
+    ('host': this machine; 'aarch64': an Arm phone), which also decides the stems (:func:`int8_stem_is_fast`).
 
     reference: a full-precision .pte to compare bytes with; exported from :func:`full_precision_twin` if the
     file does not exist yet (cache it under an ignored folder such as out/export/).
     """
     start = time.perf_counter()
     out = Path(out)
+    int8_kernel(target)  # an unknown target fails here, before any work
     net = load_model(model_or_name, model_name)
     cfg = net.cfg
     log(f"converting {cfg.name}")
@@ -1294,9 +1312,9 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
         eager = model(x)
     calib = [example_image(cfg, seed=1 + i) for i in range(calibration_images)] if int8 else []
     if int8 and int8_pointwise is None:
-        int8_pointwise = int8_pointwise_is_fast()
+        int8_pointwise = int8_pointwise_is_fast(target)
     if int8 and int8_pointwise:
-        stems = int8_stem_is_fast()
+        stems = int8_stem_is_fast(target)
         log("int8: 1 x 1 convs as bidrn::int8_pointwise, phased deconvs as bidrn::int8_conv_transpose2d"
             + (", stems as bidrn::int8_conv2d" if stems else ""))
         stats.int8_pointwise_convs, stats.int8_deconvs = quantize_own_int8_ops(model, calib, stems=stems)
@@ -1308,7 +1326,7 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     log("lowering to XNNPACK")
     outside = save_program(program, x, out, stats)
     report = ExportReport(
-        model=cfg.name, path=str(out), bytes=out.stat().st_size, int8=int8, input_shape=list(x.shape),
+        model=cfg.name, path=str(out), bytes=out.stat().st_size, int8=int8, target=target, input_shape=list(x.shape),
         outputs=list(eager), output_shapes={k: list(v.shape) for k, v in eager.items()},
         body_model=model.body_model is not None, export_seconds=time.perf_counter() - start,
         stats=asdict(stats), ops_outside_xnnpack=outside)

@@ -415,3 +415,25 @@ def test_transposed_conv_pte_runs_in_executorch_bit_exact_on_one_and_two_threads
     want = ops.int8_conv_transpose2d_reference(*args)
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
     assert_bit_exact_on_two_threads(path, args[0], want, tmp_path)
+
+
+def test_export_target_decides_which_int8_ops_are_ours(tmp_path):
+    """`--target aarch64` chooses for an Arm phone's NEON dotprod kernels whatever machine exports: the 1 x 1 convs
+    (and the deconv) as bidrn:: int8 ops, the stems with XNNPACK (FAST_INT8_STEM is the tile unit only); 'host'
+    asks this machine's kernel. The command line takes exactly export.TARGETS."""
+    from bidrn.cli import build_parser
+
+    assert export.int8_kernel("aarch64") == "neon_dotprod"
+    assert export.int8_pointwise_is_fast("aarch64") and not export.int8_stem_is_fast("aarch64")
+    assert export.int8_kernel("host") == kernel_library.int8_pointwise_kernel()
+    with pytest.raises(ValueError, match="target must be one of host, aarch64; got 'arm'"):
+        export.int8_kernel("arm")
+    with pytest.raises(ValueError, match="target must be one of"):
+        export.export_pte("bidrn-tiny", tmp_path / "never.pte", int8=True, target="arm")
+    assert not list(tmp_path.iterdir())
+    argv = ["export", "bidrn-tiny", "--int8", "--out", str(tmp_path / "m.pte")]
+    for target in export.TARGETS:
+        assert build_parser().parse_args(argv + ["--target", target]).target == target
+    assert build_parser().parse_args(argv).target == "host"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv + ["--target", "arm"])
