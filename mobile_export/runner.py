@@ -194,10 +194,10 @@ def run(pte: str | Path, arch: str = "host", *, qemu_cpu: str = "max", runs: int
         prefix = [qemu, "-cpu", qemu_cpu, "-L", str(SYSROOT)]
     img = example_input(pte) if image is None else image
     with tempfile.TemporaryDirectory() as tmp:
-        image, outputs = Path(tmp) / "image.f32", Path(tmp) / "outputs.bin"
-        img.numpy().astype(np.float32).tofile(image)
-        cmd = prefix + [str(binary), str(pte), "--input", str(image), "--outputs", str(outputs), "--runs", str(runs),
-                        "--warmup", str(warmup), "--threads", str(threads)]
+        image_file, outputs = Path(tmp) / "image.f32", Path(tmp) / "outputs.bin"
+        img.numpy().astype(np.float32).tofile(image_file)
+        cmd = prefix + [str(binary), str(pte), "--input", str(image_file), "--outputs", str(outputs), "--runs",
+                        str(runs), "--warmup", str(warmup), "--threads", str(threads)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -207,7 +207,11 @@ def run(pte: str | Path, arch: str = "host", *, qemu_cpu: str = "max", runs: int
             hint = (f" ({QEMU} -cpu {qemu_cpu})" if emulated else "")
             raise RunnerError(f"{RUNNER}{hint} failed on {pte.name} (exit status {done.returncode}): "
                               + (" | ".join(lines[-3:]) or done.stderr.strip()[-400:]))
-        report = json.loads(done.stdout.strip().splitlines()[-1])
+        try:
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise RunnerError(f"{RUNNER} printed no report for {pte.name}; its output ended with "
+                              f"{done.stdout.strip()[-300:]!r}") from None
         tensors = read_outputs(outputs)
     sidecar = Path(str(pte) + ".json")
     names = json.loads(sidecar.read_text()).get("outputs") if sidecar.exists() else None
