@@ -206,7 +206,8 @@ def add_parser(subparsers) -> None:
     run = bench_sub.add_parser("runner", help="a .pte in ExecuTorch's C++ runtime, here or on aarch64 under qemu: "
                                               "latency, peak memory, outputs checked", description=runner.__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--pte", required=True, help="the program (its export report beside it gives the input shape)")
+    run.add_argument("--pte", required=True, help="the program (the input shape from its export report beside it, "
+                                                  "else from the program)")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--host", action="store_true", help="this machine's runtime (the default)")
     where.add_argument("--qemu", metavar="CPU", help="aarch64 runtime under qemu-aarch64 -cpu CPU (max, neoverse-n1, "

@@ -154,8 +154,8 @@ def _input_shape(pte: Path) -> list[int]:
 
     with loading(pte):
         meta = Runtime.get().load_program(str(pte)).metadata("forward")
-    if meta.num_inputs != 1:
-        raise ValueError(f"{pte}: its forward method takes {meta.num_inputs} inputs; the runner feeds one image")
+    if meta.num_inputs() != 1:
+        raise ValueError(f"{pte}: its forward method takes {meta.num_inputs()} inputs; the runner feeds one image")
     return list(meta.input_tensor_meta(0).sizes())
 
 

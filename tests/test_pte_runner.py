@@ -48,6 +48,8 @@ def test_host_runner_gives_eq5_accumulators_and_reports_time_and_memory(layer_pr
     assert report["peak_rss_kb"] > 1000 and report["kernel_path"] == kernel_library.active_path()
     assert report["kernel_threads"] == 1 and runner.run(path, "host", threads=2, image=x)["kernel_threads"] == 2
     assert runner.compare(report) == {"0": 0.0}
+    # without an export report beside it, the input shape comes from the program itself
+    assert not path.with_name(path.name + ".json").exists() and runner.example_input(path).shape == x.shape
     text = runner.format_report(report, runner.compare(report))
     assert "bidrn kernel path" in text and "peak resident memory" in text
 
@@ -58,6 +60,7 @@ def test_aarch64_executorch_runtime_runs_the_layer_bit_exact_under_qemu(layer_pr
     program, x, want = layer_program
     report = runner.run(program, "aarch64", qemu_cpu=cpu, runs=1, warmup=0, image=x)
     assert report["emulated"] and report["arch"] == "aarch64" and report["kernel_path"] == path
+    assert f"aarch64 under qemu-aarch64 -cpu {cpu} (emulated" in runner.format_report(report)
     (got,) = report["outputs"]
     assert torch.equal(torch.from_numpy(got.copy()), want)
 
