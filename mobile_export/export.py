@@ -1158,11 +1158,15 @@ TARGET_INT8_KERNEL = {"aarch64": "neon_dotprod"}
 TARGETS = ("host", *TARGET_INT8_KERNEL)
 
 
-def int8_kernel(target: str = "host") -> str:
-    """The kernel ``bidrn::int8_pointwise`` and ``bidrn::int8_conv2d`` run on for ``target`` (:data:`TARGETS`)."""
+def check_target(target: str) -> str:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
-    if target == "host":
+    return target
+
+
+def int8_kernel(target: str = "host") -> str:
+    """The kernel ``bidrn::int8_pointwise`` and ``bidrn::int8_conv2d`` run on for ``target`` (:data:`TARGETS`)."""
+    if check_target(target) == "host":
         from mobile_export import kernel_library
 
         return kernel_library.int8_pointwise_kernel()
@@ -1302,7 +1306,7 @@ def export_pte(model_or_name: str | nn.Module, out: str | Path, int8: bool = Fal
     """
     start = time.perf_counter()
     out = Path(out)
-    int8_kernel(target)  # an unknown target fails here, before any work
+    check_target(target)  # an unknown target fails here, before any work (without loading the kernels)
     net = load_model(model_or_name, model_name)
     cfg = net.cfg
     log(f"converting {cfg.name}")

@@ -46,6 +46,15 @@ def _on_arm() -> bool:
     return platform.machine().lower() in {"aarch64", "arm64"}
 
 
+def cross_compiler(what: str) -> tuple[str, list[str]]:
+    """(compiler, CMake arguments) that build `what` for aarch64 on this x86 machine: Debian's cross compiler."""
+    compiler = shutil.which(CROSS_CXX)
+    if not compiler:
+        raise FileNotFoundError(f"building {what} for aarch64 needs `{CROSS_CXX}` on PATH; install it with "
+                                "apt-get install --no-install-recommends g++-aarch64-linux-gnu")
+    return compiler, ["-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64"]
+
+
 def build_tree(arch: str = "aarch64") -> Path:
     """The build folder of the stand-alone programs for `arch` ('aarch64': static, for a phone or qemu; 'host':
     this machine): bidrn_kernel_bench, bidrn_selftest and (aarch64) the app archive libbidrn_et_kernels_static.a,
@@ -58,11 +67,8 @@ def build_tree(arch: str = "aarch64") -> Path:
         compiler = kernel_library._compiler()
         args.append("-DBIDRN_SELFTEST_STATIC=ON" if arch == "aarch64" else "-DBIDRN_SELFTEST_STATIC=OFF")
     else:
-        compiler = shutil.which(CROSS_CXX)
-        if not compiler:
-            raise FileNotFoundError(f"building {BINARY} for aarch64 needs `{CROSS_CXX}` on PATH; install it with "
-                                    "apt-get install --no-install-recommends g++-aarch64-linux-gnu")
-        args += ["-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", "-DBIDRN_SELFTEST_STATIC=ON"]
+        compiler, args = cross_compiler(BINARY)
+        args.append("-DBIDRN_SELFTEST_STATIC=ON")
     root = kernel_library.executorch_root()  # its headers, for the app archive
     args += [f"-DCMAKE_CXX_COMPILER={compiler}", f"-DEXECUTORCH_ROOT={root}"]
     h = hashlib.sha256(f"{arch}\0{os.path.realpath(compiler)}\0{root}\0".encode())

@@ -37,10 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from mobile_export import kernel_library
+from mobile_export.phone_bench import QEMU, BenchRunError, _on_arm, cross_compiler
 
 RUNNER = kernel_library.RUNNER_NAME
-CROSS_CXX = "aarch64-linux-gnu-g++"
-QEMU = "qemu-aarch64"
 SYSROOT = Path("/usr/aarch64-linux-gnu")  # Debian's cross toolchain: glibc and libstdc++ for aarch64
 WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 RUNTIME_LIBS = ("libexecutorch.so", "libexecutorch_threadpool.so", "libexecutorch_backend_xnnpack.so",
@@ -50,13 +49,9 @@ DTYPES = {0: np.uint8, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.int64, 6: np.
           11: np.bool_}
 
 
-class RunnerError(ValueError):
+class RunnerError(BenchRunError):
     """The runner could not be built or fetched, or the program failed in it (the runner's or the tool's message;
     a ValueError, so the command line prints it as one line)."""
-
-
-def _on_arm() -> bool:
-    return platform.machine().lower() in {"aarch64", "arm64"}
 
 
 def _executorch_version() -> str:
@@ -99,13 +94,9 @@ def build(arch: str = "host") -> Path:
     if arch == "host" or _on_arm():  # the kernel library's own build makes it (kernels compiled once)
         return kernel_library.library_path().with_name(RUNNER)
     root = kernel_library.executorch_root()
-    compiler = shutil.which(CROSS_CXX)
-    if not compiler:
-        raise FileNotFoundError(f"building {RUNNER} for aarch64 needs `{CROSS_CXX}` on PATH; install it with "
-                                "apt-get install --no-install-recommends g++-aarch64-linux-gnu")
+    compiler, args = cross_compiler(RUNNER)
     runtime = aarch64_runtime()
-    args = ["-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={compiler}",
-            f"-DEXECUTORCH_ROOT={root}", f"-DEXECUTORCH_RUNTIME_LIB={runtime}"]
+    args += [f"-DCMAKE_CXX_COMPILER={compiler}", f"-DEXECUTORCH_ROOT={root}", f"-DEXECUTORCH_RUNTIME_LIB={runtime}"]
     h = hashlib.sha256(f"{os.path.realpath(compiler)}\0{root}\0{runtime}\0{_executorch_version()}".encode())
     kernel_library.hash_sources(h)
 
